@@ -1,0 +1,57 @@
+//! The `index` of a document is the kebab-case of its `kind`, as HFXEventStash
+//! computed it with lodash's `kebabCase`: words are split at non-alphanumeric
+//! characters, at lower-to-upper case changes, before the last capital of an
+//! acronym (`HTTPServer` → `http-server`) and between letters and digits.
+
+/// Returns the kebab-case of `kind`: `contact.AddressBook` → `contact-address-book`.
+pub fn kebab_case(kind: &str) -> String {
+    let mut out = String::with_capacity(kind.len() + 4);
+    let chars: Vec<char> = kind.chars().collect();
+    let mut previous: Option<char> = None;
+    for (i, &c) in chars.iter().enumerate() {
+        if !c.is_alphanumeric() {
+            previous = None;
+            continue;
+        }
+        if let Some(p) = previous {
+            let next_is_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+            let boundary = (p.is_lowercase() && c.is_uppercase())
+                || (p.is_uppercase() && c.is_uppercase() && next_is_lower)
+                || (p.is_numeric() != c.is_numeric());
+            if boundary {
+                out.push('-');
+            }
+        } else if !out.is_empty() {
+            out.push('-');
+        }
+        out.extend(c.to_lowercase());
+        previous = Some(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kebab_case;
+
+    #[test]
+    fn splits_packages_and_camel_case() {
+        assert_eq!(kebab_case("contact.AddressBook"), "contact-address-book");
+        assert_eq!(kebab_case("event"), "event");
+        assert_eq!(kebab_case("user_signed-up"), "user-signed-up");
+    }
+
+    #[test]
+    fn splits_acronyms_and_digits_like_lodash() {
+        assert_eq!(kebab_case("HTTPServer"), "http-server");
+        assert_eq!(kebab_case("hfx.v1.StoreEvent"), "hfx-v-1-store-event");
+        assert_eq!(kebab_case("__FOO_BAR__"), "foo-bar");
+    }
+
+    #[test]
+    fn strips_path_characters_so_an_index_is_never_a_path() {
+        assert_eq!(kebab_case("../../etc/passwd"), "etc-passwd");
+        assert_eq!(kebab_case(""), "");
+        assert_eq!(kebab_case("Ünïcode.Kind"), "ünïcode-kind");
+    }
+}

@@ -1,0 +1,27 @@
+//! The small crate every eventstash plugin depends on, and nothing else.
+//!
+//! It holds the primitives that flow between the engine and the plugins: the
+//! [`Event`] and the JSON document it becomes, the batches that move through
+//! the queues ([`EventBatch`] in, [`OutputBatch`] out), the [`AckHandle`] that
+//! tells a producer when its events are safe, the [`Input`], [`Filter`] and
+//! [`Output`] traits, and [`FieldTemplate`], the one renderer of `%{field}` and
+//! date patterns. Like `tracing-core`, it changes rarely so that plugins can
+//! rely on it alone.
+#![warn(missing_docs, unreachable_pub)]
+
+mod ack;
+mod batch;
+mod event;
+mod kebab;
+mod plugin;
+mod template;
+
+pub use ack::{AckError, AckHandle, AckWait, ack_group};
+pub use batch::{EventBatch, OutputBatch};
+pub use event::{Event, Format, Payload};
+pub use kebab::kebab_case;
+pub use plugin::{BoxError, EventSink, Filter, Input, InputContext, Output, SinkClosed};
+pub use template::{FieldTemplate, TemplateError, path_segment_escape};
+
+/// Re-exported so that plugins name the same cancellation type as the engine.
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,76 @@
+//! The three plugin traits and what the engine hands to them.
+//!
+//! An [`Input`] runs until its shutdown token is cancelled, sending
+//! [`EventBatch`]es into an [`EventSink`]; a [`Filter`] changes events in
+//! place between the pipeline queue and the outputs; an [`Output`] stores
+//! [`OutputBatch`]es. Plugins never see queues, tasks or other plugins: the
+//! engine owns batching, fan-out, backpressure and acknowledgement.
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{EventBatch, OutputBatch};
+use crate::event::Event;
+
+/// The error type plugins return; each plugin crate has its own error enum
+/// and boxes it here, as tower does.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The pipeline has stopped taking events (it is shutting down or failed).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the pipeline is no longer accepting events")]
+pub struct SinkClosed;
+
+/// Where an input sends its events: the pipeline queue.
+#[async_trait]
+pub trait EventSink: Send + Sync {
+    /// Queues a batch, waiting while the queue is full: this wait is the
+    /// backpressure an input passes on to its producers.
+    async fn send(&self, batch: EventBatch) -> Result<(), SinkClosed>;
+
+    /// The most events one batch should carry: larger batches are split.
+    fn max_batch_events(&self) -> usize;
+}
+
+/// What the engine gives a running input.
+pub struct InputContext {
+    /// The plugin's id in the pipeline, for logs.
+    pub id: String,
+    /// The pipeline queue.
+    pub sink: Box<dyn EventSink>,
+    /// Cancelled when the agent shuts down: stop accepting new work, finish
+    /// what is in flight, then return.
+    pub shutdown: CancellationToken,
+}
+
+/// A source of events.
+#[async_trait]
+pub trait Input: Send {
+    /// Receives events until `ctx.shutdown` is cancelled and in-flight work
+    /// is finished. An error ends the agent: an input that cannot run (its
+    /// port is taken, say) must not leave a half-working pipeline.
+    async fn run(self: Box<Self>, ctx: InputContext) -> Result<(), BoxError>;
+}
+
+/// A step that changes events between the pipeline queue and the outputs.
+/// Filters run on a worker thread and must not block on I/O.
+pub trait Filter: Send + Sync {
+    /// Changes the events in place. A filter that cannot handle an event
+    /// flags it (for example `invalidProto`) instead of dropping it.
+    fn apply(&self, events: &mut [Event]);
+}
+
+/// A destination for events.
+#[async_trait]
+pub trait Output: Send + Sync {
+    /// Stores a batch and returns once every event in it is safe (written
+    /// and synced, or accepted by the remote store), retrying transient
+    /// failures itself. An error means the batch could not be stored: the
+    /// producers of its events get an error instead of success.
+    async fn write(&self, batch: OutputBatch) -> Result<(), BoxError>;
+
+    /// Flushes and releases resources after the last write.
+    async fn close(&self) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
