@@ -8,7 +8,6 @@
 
 use std::borrow::Cow;
 
-use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};

@@ -1,0 +1,95 @@
+//! The running gRPC server: listens, serves until shutdown, then drains.
+//!
+//! On shutdown the health service turns NOT_SERVING first, then the server
+//! stops accepting connections and streams (HTTP/2 GOAWAY) and waits for the
+//! streams in flight, whose producers still get their acknowledgement.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use eventstash_plugin_api::{BoxError, Input, InputContext};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tracing::info;
+
+use crate::config::GrpcInputError;
+use crate::proto;
+use crate::proto::event_stash_server::EventStashServer;
+use crate::service::EventStashService;
+
+/// HTTP/2 flow-control windows. Larger than the 64 KiB default so a producer
+/// streaming small events is not stalled every few hundred events, yet small
+/// enough that a stalled stream buffers little.
+const STREAM_WINDOW: u32 = 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// A checked, not yet listening, gRPC input.
+#[derive(Debug)]
+pub struct GrpcInput {
+    /// Where to listen.
+    pub(crate) addr: SocketAddr,
+    /// Largest accepted message, in bytes.
+    pub(crate) max_message_size: usize,
+    /// Most events in one pipeline batch.
+    pub(crate) max_batch_events: usize,
+}
+
+impl GrpcInput {
+    /// The address the input will listen on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+#[async_trait]
+impl Input for GrpcInput {
+    async fn run(self: Box<Self>, ctx: InputContext) -> Result<(), BoxError> {
+        let addr = self.addr;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| GrpcInputError::Listen { addr, source })?;
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<EventStashServer<EventStashService>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(GrpcInputError::from)?;
+        let reflection = reflection.build_v1().map_err(GrpcInputError::from)?;
+
+        let max_batch_events = self.max_batch_events.min(ctx.sink.max_batch_events()).max(1);
+        let service = EventStashService::new(Arc::from(ctx.sink), max_batch_events);
+        let event_stash = EventStashServer::new(service).max_decoding_message_size(self.max_message_size);
+
+        info!(input = %ctx.id, %addr, "gRPC input listening");
+        let shutdown = ctx.shutdown.clone();
+        let stop_serving = async move {
+            shutdown.cancelled().await;
+            // Tell load balancers and `eventstash healthcheck` first, before
+            // the listener closes.
+            health.set_service_status("", ServingStatus::NotServing).await;
+            health.set_not_serving::<EventStashServer<EventStashService>>().await;
+            info!(%addr, "gRPC input stops accepting streams; finishing those in flight");
+        };
+        Server::builder()
+            .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(reflection_v1alpha)
+            .add_service(event_stash)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_serving)
+            .await
+            .map_err(|source| GrpcInputError::Serve { addr, source })?;
+        info!(input = %ctx.id, %addr, "gRPC input stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,120 @@
+//! The `hfx.v1.EventStash` service: turns `StoreEvent` streams into batches.
+
+use std::mem;
+use std::sync::Arc;
+
+use chrono::Utc;
+use eventstash_plugin_api::{AckHandle, Event, EventBatch, EventSink, Format, ack_group};
+use futures::FutureExt as _;
+use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::debug;
+
+use crate::proto::event_stash_server::EventStash;
+use crate::proto::store_event_request::EventFormat;
+use crate::proto::{StoreEventRequest, StoreEventResponse};
+
+/// Serves `StoreEvent` by feeding the pipeline queue.
+pub(crate) struct EventStashService {
+    /// The pipeline queue.
+    sink: Arc<dyn EventSink>,
+    /// Most events gathered into one batch.
+    max_batch_events: usize,
+}
+
+impl EventStashService {
+    pub(crate) fn new(sink: Arc<dyn EventSink>, max_batch_events: usize) -> Self {
+        EventStashService { sink, max_batch_events }
+    }
+
+    /// Reads the stream to its end, queueing its events in batches, each
+    /// with a claim on the stream's ack group.
+    async fn receive(&self, stream: &mut Streaming<StoreEventRequest>, ack: &AckHandle) -> Result<(), Status> {
+        let mut events = Vec::new();
+        loop {
+            let Some(first) = stream.message().await.map_err(client_status)? else {
+                // The producer is now waiting: let the outputs flush what they hold.
+                return self.send(Vec::new(), ack, true).await;
+            };
+            let received_at = Utc::now();
+            events.push(to_event(first, received_at));
+            // Take every message that has already arrived, without waiting.
+            let mut ended = false;
+            let mut failure = None;
+            while events.len() < self.max_batch_events {
+                match stream.message().now_or_never() {
+                    None => break,
+                    Some(Ok(Some(message))) => events.push(to_event(message, received_at)),
+                    Some(Ok(None)) => {
+                        ended = true;
+                        break;
+                    }
+                    Some(Err(status)) => {
+                        failure = Some(client_status(status));
+                        break;
+                    }
+                }
+            }
+            // Events received before a bad message are kept, not dropped.
+            self.send(mem::take(&mut events), ack, ended).await?;
+            if let Some(status) = failure {
+                return Err(status);
+            }
+            if ended {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn send(&self, events: Vec<Event>, ack: &AckHandle, flush: bool) -> Result<(), Status> {
+        let batch = EventBatch {
+            events,
+            ack: ack.share(),
+            flush,
+        };
+        self.sink
+            .send(batch)
+            .await
+            .map_err(|closed| Status::unavailable(format!("{closed}: retry against another instance")))
+    }
+}
+
+#[tonic::async_trait]
+impl EventStash for EventStashService {
+    async fn store_event(
+        &self,
+        request: Request<Streaming<StoreEventRequest>>,
+    ) -> Result<Response<StoreEventResponse>, Status> {
+        let mut stream = request.into_inner();
+        let (ack, stored) = ack_group();
+        let received = self.receive(&mut stream, &ack).await;
+        // The stream's own claim: everything it will send has been queued.
+        ack.delivered();
+        if let Err(status) = received {
+            debug!(code = ?status.code(), message = status.message(), "StoreEvent stream failed");
+            return Err(status);
+        }
+        stored
+            .wait()
+            .await
+            .map_err(|error| Status::unavailable(format!("events were not stored: {error}; retry the stream")))?;
+        Ok(Response::new(StoreEventResponse { success: true }))
+    }
+}
+
+fn to_event(message: StoreEventRequest, received_at: chrono::DateTime<Utc>) -> Event {
+    let format = match EventFormat::try_from(message.format) {
+        Ok(EventFormat::Json) => Format::Json,
+        // Unknown values are kept as bytes, like protobuf, rather than dropped.
+        Ok(EventFormat::Protobuf) | Err(_) => Format::Protobuf,
+    };
+    Event::new(format, message.data, message.kind, message.id, received_at)
+}
+
+/// Makes a receive error clear to the producer: tonic reports an oversized
+/// message as OUT_OF_RANGE; gRPC servers say RESOURCE_EXHAUSTED.
+fn client_status(status: Status) -> Status {
+    if status.code() == Code::OutOfRange && status.message().contains("too large") {
+        return Status::resource_exhausted(status.message().to_owned());
+    }
+    status
+}

@@ -1,0 +1,107 @@
+//! What a `type = "file"` table in a pipeline file says, and its check.
+//!
+//! The struct is plain serde data; [`FileOutputConfig::build`] turns it into
+//! a ready [`FileOutput`] without touching the disk, so `eventstash validate`
+//! can run it on any machine.
+
+use eventstash_plugin_api::FieldTemplate;
+use serde::Deserialize;
+
+use crate::error::FileOutputError;
+use crate::sink::FileOutput;
+
+/// The options of the file output.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOutputConfig {
+    /// Where documents go: a field template, rendered per event, such as
+    /// `data/%{index}.jsonl`. Field values are escaped into single path
+    /// segments, so a producer cannot pick a file outside the directories
+    /// the template names. Missing directories are created.
+    pub path: String,
+    /// Sync every file a batch touched (`fdatasync`) before the batch counts
+    /// as stored. Turning it off trades crash safety for throughput: events
+    /// are acknowledged once they are in the page cache.
+    #[serde(default = "defaults::sync")]
+    pub sync: bool,
+    /// The most files kept open between batches; beyond it the least recently
+    /// used is closed. Matters for templates with many distinct paths.
+    #[serde(default = "defaults::max_open_files")]
+    pub max_open_files: usize,
+}
+
+/// The defaults of the optional keys, in one place.
+mod defaults {
+    pub(super) fn sync() -> bool {
+        true
+    }
+
+    pub(super) fn max_open_files() -> usize {
+        256
+    }
+}
+
+impl FileOutputConfig {
+    /// Checks the options and builds the output. Opens no file: files are
+    /// opened on first write.
+    pub fn build(self) -> Result<FileOutput, FileOutputError> {
+        if self.path.is_empty() {
+            return Err(FileOutputError::InvalidOption {
+                key: "path",
+                problem: "must not be empty",
+            });
+        }
+        if self.max_open_files == 0 {
+            return Err(FileOutputError::InvalidOption {
+                key: "max_open_files",
+                problem: "must be at least 1",
+            });
+        }
+        let template = FieldTemplate::parse(&self.path)
+            .map_err(|error| FileOutputError::PathTemplate { error })?;
+        Ok(FileOutput::new(template, self.sync, self.max_open_files))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<FileOutputConfig, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn optional_keys_default_to_safe_values() {
+        let config = parse(r#"{"path": "out/%{index}.jsonl"}"#).unwrap();
+        assert!(config.sync);
+        assert_eq!(config.max_open_files, 256);
+        assert!(config.build().is_ok());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let error = parse(r#"{"path": "x", "fsync": false}"#).unwrap_err();
+        assert!(error.to_string().contains("fsync"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_template_names_the_path_key() {
+        let config = parse(r#"{"path": "out/%{index"}"#).unwrap();
+        let error = config.build().unwrap_err();
+        assert!(matches!(error, FileOutputError::PathTemplate { .. }));
+        assert!(error.to_string().contains("`path`"), "{error}");
+    }
+
+    #[test]
+    fn zero_open_files_is_rejected() {
+        let config = parse(r#"{"path": "x", "max_open_files": 0}"#).unwrap();
+        assert!(matches!(
+            config.build(),
+            Err(FileOutputError::InvalidOption {
+                key: "max_open_files",
+                ..
+            })
+        ));
+    }
+}

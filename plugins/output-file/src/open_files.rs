@@ -1,0 +1,243 @@
+//! The output's open files: append handles kept from batch to batch, so a
+//! batch costs one `write` and one `fdatasync` per file and no `open`.
+//!
+//! Their number is bounded: a template with many distinct paths (one file per
+//! day and kind, say) must not exhaust the process's file descriptors, so
+//! past the bound the least recently used handle is closed. It is reopened,
+//! in append mode, if its file comes back.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+
+use tracing::debug;
+
+use crate::error::FileOutputError;
+
+/// A bounded set of files open for appending, by rendered path.
+#[derive(Debug)]
+pub(crate) struct OpenFiles {
+    /// The open handles.
+    handles: HashMap<String, OpenFile>,
+    /// The most handles kept at once; at least 1.
+    max_open: usize,
+    /// Sync data after each append, and directories after creating a file.
+    sync: bool,
+    /// Counts appends, to stamp each handle with its last use.
+    clock: u64,
+}
+
+#[derive(Debug)]
+struct OpenFile {
+    file: File,
+    /// The `clock` of the last append, to find the least recently used.
+    last_used: u64,
+}
+
+impl OpenFiles {
+    pub(crate) fn new(max_open: usize, sync: bool) -> OpenFiles {
+        OpenFiles {
+            handles: HashMap::new(),
+            max_open,
+            sync,
+            clock: 0,
+        }
+    }
+
+    /// Appends `lines` to the file at `path` (creating it and its directories
+    /// if needed) and, if syncing, waits until they are on disk.
+    ///
+    /// Each file is synced right after its write rather than after the whole
+    /// batch, so that a handle closed to make room later in the same batch
+    /// has nothing left unsynced.
+    pub(crate) fn append(&mut self, path: &str, lines: &[u8]) -> Result<(), FileOutputError> {
+        self.clock += 1;
+        let result = match self.handles.get_mut(path) {
+            Some(handle) => {
+                handle.last_used = self.clock;
+                write_and_sync(&mut handle.file, path, lines, self.sync)
+            }
+            None => {
+                let mut file = self.open(path)?;
+                let result = write_and_sync(&mut file, path, lines, self.sync);
+                if result.is_ok() {
+                    self.keep_open(path, file);
+                }
+                result
+            }
+        };
+        if result.is_err() {
+            // After a failed write or sync the file's state is unknown (a
+            // failed fsync may have dropped the dirty pages): start afresh.
+            self.handles.remove(path);
+        }
+        result
+    }
+
+    /// Syncs every open file, even when not syncing at each write, and closes
+    /// them all. Returns the first failure after trying every file.
+    pub(crate) fn close_all(&mut self) -> Result<(), FileOutputError> {
+        let mut first_error = None;
+        for (path, handle) in self.handles.drain() {
+            if let Err(error) = handle.file.sync_data() {
+                let path = path.into();
+                first_error.get_or_insert(FileOutputError::Sync { path, error });
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn open(&self, path: &str) -> Result<File, FileOutputError> {
+        let path = Path::new(path);
+        let mut options = OpenOptions::new();
+        options.append(true);
+        // Opening an existing file is the common case; creating one (and its
+        // directories) is tried only when it is missing.
+        match options.open(path) {
+            Ok(file) => return Ok(file),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(open_error(path, error)),
+        }
+        let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty());
+        if let Some(dir) = dir {
+            fs::create_dir_all(dir).map_err(|error| FileOutputError::CreateDir {
+                dir: dir.to_owned(),
+                error,
+            })?;
+        }
+        let file = options
+            .create(true)
+            .open(path)
+            .map_err(|error| open_error(path, error))?;
+        debug!(path = %path.display(), "created output file");
+        if self.sync {
+            // Syncing the file's data does not persist its name: the
+            // directory entry needs a sync of its own. On journaling file
+            // systems this also commits the directories created above.
+            let dir = dir.unwrap_or(Path::new("."));
+            sync_dir(dir)?;
+        }
+        Ok(file)
+    }
+
+    fn keep_open(&mut self, path: &str, file: File) {
+        if self.handles.len() >= self.max_open {
+            self.close_least_recently_used();
+        }
+        let handle = OpenFile {
+            file,
+            last_used: self.clock,
+        };
+        self.handles.insert(path.to_owned(), handle);
+    }
+
+    fn close_least_recently_used(&mut self) {
+        let oldest = self
+            .handles
+            .iter()
+            .min_by_key(|(_, handle)| handle.last_used)
+            .map(|(path, _)| path.clone());
+        if let Some(path) = oldest {
+            debug!(%path, max_open = self.max_open, "closing least recently used output file");
+            self.handles.remove(&path);
+        }
+    }
+}
+
+fn write_and_sync(
+    file: &mut File,
+    path: &str,
+    lines: &[u8],
+    sync: bool,
+) -> Result<(), FileOutputError> {
+    append_whole(file, lines).map_err(|error| FileOutputError::Write {
+        path: path.into(),
+        error,
+    })?;
+    if sync {
+        file.sync_data().map_err(|error| FileOutputError::Sync {
+            path: path.into(),
+            error,
+        })?;
+    }
+    Ok(())
+}
+
+/// Appends all of `lines`, or none: when a write fails part way (a full
+/// disk), the part already written is cut off again, so that half a document
+/// never glues itself to the next batch's first line.
+fn append_whole(file: &mut File, lines: &[u8]) -> io::Result<()> {
+    let mut written = 0;
+    while written < lines.len() {
+        let error = match file.write(&lines[written..]) {
+            Ok(0) => io::Error::from(io::ErrorKind::WriteZero),
+            Ok(n) => {
+                written += n;
+                continue;
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => error,
+        };
+        if written > 0 {
+            // Best effort: if this fails too, the write error is the news.
+            if let Ok(metadata) = file.metadata() {
+                let _ = file.set_len(metadata.len().saturating_sub(written as u64));
+            }
+        }
+        return Err(error);
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), FileOutputError> {
+    File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|error| FileOutputError::Sync {
+            path: dir.to_owned(),
+            error,
+        })
+}
+
+fn open_error(path: &Path, error: io::Error) -> FileOutputError {
+    FileOutputError::Open {
+        path: path.to_owned(),
+        error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(dir: &tempfile::TempDir, name: &str) -> String {
+        dir.path().join(name).to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn closes_the_least_recently_used_file_beyond_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = OpenFiles::new(2, false);
+        let (a, b, c) = (path(&dir, "a"), path(&dir, "b"), path(&dir, "c"));
+        files.append(&a, b"1\n").unwrap();
+        files.append(&b, b"2\n").unwrap();
+        files.append(&a, b"3\n").unwrap();
+        files.append(&c, b"4\n").unwrap();
+        assert_eq!(files.handles.len(), 2);
+        assert!(files.handles.contains_key(&a));
+        assert!(files.handles.contains_key(&c));
+        // A closed file is reopened in append mode when it comes back.
+        files.append(&b, b"5\n").unwrap();
+        assert_eq!(fs::read_to_string(&b).unwrap(), "2\n5\n");
+        assert_eq!(fs::read_to_string(&a).unwrap(), "1\n3\n");
+    }
+
+    #[test]
+    fn close_all_releases_every_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = OpenFiles::new(8, false);
+        files.append(&path(&dir, "a"), b"1\n").unwrap();
+        files.close_all().unwrap();
+        assert!(files.handles.is_empty());
+    }
+}

@@ -1,0 +1,14 @@
+//! The eventstash engine: configuration, the plugin registry, queues,
+//! pipelines and shutdown. `main.rs` is a thin CLI around it.
+//!
+//! The engine knows plugins only through [`registry`]; everything else
+//! speaks the traits of `eventstash-plugin-api`.
+#![warn(unreachable_pub)]
+
+pub mod app;
+pub mod config;
+pub mod healthcheck;
+mod output_driver;
+pub mod pipeline;
+pub mod queue;
+mod registry;

@@ -1,0 +1,74 @@
+//! The plugin registry: the one place that names concrete plugins.
+//!
+//! Each `[[inputs]]`, `[[filters]]` and `[[outputs]]` table is matched on its
+//! `type`; the plugin's own config struct reads the rest of the table and
+//! builds the plugin. Building checks everything that can be checked without
+//! starting (addresses, templates, paths) and starts nothing.
+
+use eventstash_input_grpc as input_grpc;
+use eventstash_output_file as output_file;
+use eventstash_output_stdout as output_stdout;
+use eventstash_plugin_api::{Filter, Input, Output};
+use serde::de::DeserializeOwned;
+
+use crate::config::value_from_table;
+
+/// A plugin table that does not build, with the key at fault.
+#[derive(Debug)]
+pub(crate) struct PluginConfigError {
+    /// Key within the plugin table (`path`), or empty for the whole table.
+    pub(crate) key: String,
+    /// What is wrong.
+    pub(crate) message: String,
+}
+
+const INPUTS: &[&str] = &[input_grpc::NAME];
+const FILTERS: &[&str] = &[];
+const OUTPUTS: &[&str] = &[output_file::NAME, output_stdout::NAME];
+
+/// Builds the input whose `type` is `kind` from the rest of its table.
+pub(crate) fn build_input(kind: &str, table: toml::Table) -> Result<Box<dyn Input>, PluginConfigError> {
+    match kind {
+        input_grpc::NAME => Ok(Box::new(parse::<input_grpc::GrpcInputConfig>(table)?.build().map_err(build_error)?)),
+        other => Err(unknown("input", other, INPUTS)),
+    }
+}
+
+/// Builds the filter whose `type` is `kind` from the rest of its table.
+pub(crate) fn build_filter(kind: &str, _table: toml::Table) -> Result<Box<dyn Filter>, PluginConfigError> {
+    Err(unknown("filter", kind, FILTERS))
+}
+
+/// Builds the output whose `type` is `kind` from the rest of its table.
+pub(crate) fn build_output(kind: &str, table: toml::Table) -> Result<Box<dyn Output>, PluginConfigError> {
+    match kind {
+        output_file::NAME => Ok(Box::new(parse::<output_file::FileOutputConfig>(table)?.build().map_err(build_error)?)),
+        output_stdout::NAME => Ok(Box::new(
+            parse::<output_stdout::StdoutOutputConfig>(table)?.build().map_err(build_error)?,
+        )),
+        other => Err(unknown("output", other, OUTPUTS)),
+    }
+}
+
+fn parse<T: DeserializeOwned>(table: toml::Table) -> Result<T, PluginConfigError> {
+    value_from_table(table).map_err(|(key, message)| PluginConfigError { key, message })
+}
+
+fn build_error(error: impl std::fmt::Display) -> PluginConfigError {
+    PluginConfigError {
+        key: String::new(),
+        message: error.to_string(),
+    }
+}
+
+fn unknown(what: &str, kind: &str, known: &[&str]) -> PluginConfigError {
+    let known = if known.is_empty() {
+        "none in this version".to_owned()
+    } else {
+        known.join(", ")
+    };
+    PluginConfigError {
+        key: "type".to_owned(),
+        message: format!("unknown {what} type {kind:?} (known: {known})"),
+    }
+}
