@@ -1,5 +1,6 @@
 //! The `eventstash` command: `run`, `validate` and `healthcheck`.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -125,6 +126,7 @@ fn init_logging() {
         .unwrap_or(LevelFilter::INFO);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_max_level(level)
         .with_target(false)
         .init();

@@ -1,1 +1,249 @@
-fn main() {}
+//! `eventstash-loadgen`: the load generator behind the README's benchmark.
+//!
+//! Opens `--streams` concurrent `StoreEvent` streams, each sending
+//! `--events` events and waiting for its acknowledgement, round after round
+//! for `--seconds`. Prints acknowledged events/s, MB/s and the ack latency
+//! of a stream (p50/p99/max), and with `--server-pid` the agent's memory.
+//! Only acknowledged events count: an event is "done" when the agent said
+//! it was stored.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use eventstash_input_grpc::proto::StoreEventRequest;
+use eventstash_input_grpc::proto::event_stash_client::EventStashClient;
+use eventstash_input_grpc::proto::store_event_request::EventFormat;
+use prost::Message as _;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PayloadFormat {
+    Json,
+    Protobuf,
+}
+
+/// Streams events at an eventstash (or any HFXEventStash server) and
+/// measures acknowledged throughput.
+#[derive(Debug, Parser)]
+#[command(name = "eventstash-loadgen")]
+struct Args {
+    /// The agent's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:42043")]
+    addr: String,
+    /// Concurrent streams.
+    #[arg(long, default_value_t = 8)]
+    streams: usize,
+    /// Events per stream.
+    #[arg(long, default_value_t = 500)]
+    events: usize,
+    /// HTTP/2 connections the streams are spread over.
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// How long to run.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Payload encoding.
+    #[arg(long, value_enum, default_value_t = PayloadFormat::Json)]
+    format: PayloadFormat,
+    /// Approximate payload size in bytes (JSON is padded to it; protobuf
+    /// address books get as many people as fit).
+    #[arg(long, default_value_t = 200)]
+    payload_size: usize,
+    /// The agent's process id, to report its resident memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+/// HFXEventStash's example message, `contact.AddressBook`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct AddressBook {
+    #[prost(string, tag = "1")]
+    id: String,
+    #[prost(message, repeated, tag = "2")]
+    people: Vec<Person>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Person {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, tag = "2")]
+    email: String,
+    #[prost(message, repeated, tag = "3")]
+    phones: Vec<PhoneNumber>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PhoneNumber {
+    #[prost(string, tag = "1")]
+    number: String,
+    #[prost(int32, tag = "2")]
+    r#type: i32,
+}
+
+fn payload(format: PayloadFormat, size: usize) -> (Bytes, &'static str, EventFormat) {
+    match format {
+        PayloadFormat::Json => {
+            let head = r#"{"id":"ab-1","people":[{"name":"John Doe","email":"john.doe@foo.bar","phones":[{"number":"+55 (11) 1111-1111","type":1}]}],"pad":""#;
+            let pad = "x".repeat(size.saturating_sub(head.len() + 2));
+            let text = format!("{head}{pad}\"}}");
+            (Bytes::from(text), "contact.AddressBook", EventFormat::Json)
+        }
+        PayloadFormat::Protobuf => {
+            let person = Person {
+                name: "John Doe".into(),
+                email: "john.doe@foo.bar".into(),
+                phones: vec![PhoneNumber {
+                    number: "+55 (11) 1111-1111".into(),
+                    r#type: 1,
+                }],
+            };
+            let mut book = AddressBook {
+                id: "ab-1".into(),
+                people: vec![person.clone()],
+            };
+            while book.encoded_len() + person.encoded_len() + 2 <= size {
+                book.people.push(person.clone());
+            }
+            (Bytes::from(book.encode_to_vec()), "contact.AddressBook", EventFormat::Protobuf)
+        }
+    }
+}
+
+struct WorkerReport {
+    events: u64,
+    bytes: u64,
+    failed_streams: u64,
+    latencies: Vec<Duration>,
+}
+
+async fn worker(
+    worker: usize,
+    channel: Channel,
+    args: &Args,
+    data: Bytes,
+    kind: &str,
+    format: EventFormat,
+    until: Instant,
+) -> WorkerReport {
+    let mut client = EventStashClient::new(channel)
+        .max_encoding_message_size(64 * 1024 * 1024)
+        .max_decoding_message_size(64 * 1024 * 1024);
+    let mut report = WorkerReport {
+        events: 0,
+        bytes: 0,
+        failed_streams: 0,
+        latencies: Vec::new(),
+    };
+    let mut round = 0u64;
+    while Instant::now() < until {
+        let messages: Vec<StoreEventRequest> = (0..args.events)
+            .map(|i| StoreEventRequest {
+                format: format as i32,
+                data: data.clone(),
+                kind: kind.to_owned(),
+                id: format!("lg-{worker}-{round}-{i}"),
+            })
+            .collect();
+        let started = Instant::now();
+        match client.store_event(tokio_stream::iter(messages)).await {
+            Ok(response) if response.get_ref().success => {
+                report.latencies.push(started.elapsed());
+                report.events += args.events as u64;
+                report.bytes += (args.events * data.len()) as u64;
+            }
+            Ok(_) => report.failed_streams += 1,
+            Err(status) => {
+                report.failed_streams += 1;
+                if report.failed_streams <= 3 {
+                    eprintln!("stream failed: {:?}: {}", status.code(), status.message());
+                }
+            }
+        }
+        round += 1;
+    }
+    report
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn memory_of(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .map(|line| line[name.len()..].trim().to_owned())
+    };
+    Some(format!("VmRSS {} (peak VmHWM {})", field("VmRSS:")?, field("VmHWM:")?))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let (data, kind, format) = payload(args.format, args.payload_size);
+    let uri = if args.addr.contains("://") {
+        args.addr.clone()
+    } else {
+        format!("http://{}", args.addr)
+    };
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        let endpoint = Endpoint::from_shared(uri.clone())?
+            .tcp_nodelay(true)
+            .initial_stream_window_size(1024 * 1024)
+            .initial_connection_window_size(4 * 1024 * 1024);
+        channels.push(endpoint.connect().await?);
+    }
+    println!(
+        "eventstash-loadgen: {} streams x {} events, {:?} payload of {} bytes, {} connection(s), {} s",
+        args.streams,
+        args.events,
+        args.format,
+        data.len(),
+        channels.len(),
+        args.seconds
+    );
+
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(args.seconds);
+    let args = &args;
+    let workers = (0..args.streams).map(|n| {
+        let channel = channels[n % channels.len()].clone();
+        worker(n, channel, args, data.clone(), kind, format, until)
+    });
+    let reports = futures::future::join_all(workers).await;
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let events: u64 = reports.iter().map(|r| r.events).sum();
+    let bytes: u64 = reports.iter().map(|r| r.bytes).sum();
+    let failed: u64 = reports.iter().map(|r| r.failed_streams).sum();
+    let mut latencies: Vec<Duration> = reports.into_iter().flat_map(|r| r.latencies).collect();
+    latencies.sort();
+    println!("acknowledged events: {events} in {elapsed:.2} s, failed streams: {failed}");
+    println!("throughput: {:.0} events/s, {:.1} MB/s of payload", events as f64 / elapsed, bytes as f64 / elapsed / 1e6);
+    println!(
+        "stream ack latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} streams)",
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        latencies.len()
+    );
+    if let Some(pid) = args.server_pid {
+        match memory_of(pid) {
+            Some(memory) => println!("agent memory: {memory}"),
+            None => println!("agent memory: cannot read /proc/{pid}/status"),
+        }
+    }
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}

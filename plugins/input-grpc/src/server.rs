@@ -10,8 +10,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use eventstash_plugin_api::{BoxError, Input, InputContext};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::info;
 
@@ -78,15 +78,16 @@ impl Input for GrpcInput {
             health.set_not_serving::<EventStashServer<EventStashService>>().await;
             info!(%addr, "gRPC input stops accepting streams; finishing those in flight");
         };
+        // Small acks must not wait for Nagle's algorithm (40 ms stalls).
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         Server::builder()
-            .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_v1alpha)
             .add_service(event_stash)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_serving)
+            .serve_with_incoming_shutdown(incoming, stop_serving)
             .await
             .map_err(|source| GrpcInputError::Serve { addr, source })?;
         info!(input = %ctx.id, %addr, "gRPC input stopped");
