@@ -1,0 +1,221 @@
+//! Shared support for the end-to-end tests: starting the built `eventstash`
+//! binary on a free port in its own directory, talking to it over gRPC, and
+//! reading what its outputs wrote.
+#![allow(dead_code)]
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use eventstash_input_grpc::proto::event_stash_client::EventStashClient;
+use eventstash_input_grpc::proto::store_event_request::EventFormat;
+use eventstash_input_grpc::proto::StoreEventRequest;
+use tonic::transport::Channel;
+
+/// The binary under test.
+pub const EVENTSTASH: &str = env!("CARGO_BIN_EXE_eventstash");
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running agent in a temporary directory; killed when dropped.
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub child: Child,
+}
+
+/// How to start an agent.
+pub struct AgentOptions {
+    /// The pipeline file; `{port}` is replaced by the gRPC port.
+    pub config: String,
+    /// Pipe the agent's stdout to the test (for the stdout output).
+    pub pipe_stdout: bool,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl AgentOptions {
+    pub fn new(config: &str) -> Self {
+        AgentOptions {
+            config: config.to_owned(),
+            pipe_stdout: false,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// A gRPC input on `{port}` and a file output writing `events/%{index}.jsonl`.
+pub const FILE_PIPELINE: &str = r#"
+[pipeline]
+shutdown_timeout_ms = 10000
+
+[[inputs]]
+type = "grpc"
+bind = "127.0.0.1:{port}"
+
+[[outputs]]
+type = "file"
+path = "events/%{index}.jsonl"
+"#;
+
+impl Agent {
+    /// Starts an agent and waits until its health service says SERVING.
+    pub fn start(options: AgentOptions) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = options.config.replace("{port}", &port.to_string());
+        fs::write(dir.path().join("pipeline.toml"), config).unwrap();
+        let stderr = fs::File::create(dir.path().join("agent.log")).unwrap();
+        let child = Command::new(EVENTSTASH)
+            .args(["run", "-c", "pipeline.toml"])
+            .current_dir(dir.path())
+            .env("LOG_LEVEL", "info")
+            .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(if options.pipe_stdout { Stdio::piped() } else { Stdio::null() })
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut agent = Agent {
+            dir,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+        };
+        agent.wait_until_serving();
+        agent
+    }
+
+    fn wait_until_serving(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("agent exited early with {status}:\n{}", self.log());
+            }
+            if healthcheck(self.addr) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("agent never became healthy:\n{}", self.log());
+    }
+
+    /// The agent's log (its stderr) so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// A path inside the agent's directory.
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, `KILL`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").args([&format!("-{name}"), &self.pid().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit; panics after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, started.elapsed());
+            }
+            if started.elapsed() > limit {
+                panic!("agent did not exit within {limit:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The agent's resident memory high-water mark, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|line| line.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// A connected gRPC client.
+    pub async fn client(&self) -> EventStashClient<Channel> {
+        EventStashClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `eventstash healthcheck` against `addr`: true when it exits 0.
+pub fn healthcheck(addr: SocketAddr) -> bool {
+    Command::new(EVENTSTASH)
+        .args(["healthcheck", "--addr", &addr.to_string(), "--timeout-ms", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// A JSON event with id `{prefix}{n}`.
+pub fn json_event(prefix: &str, n: usize, kind: &str, data: &str) -> StoreEventRequest {
+    StoreEventRequest {
+        format: EventFormat::Json as i32,
+        data: Bytes::copy_from_slice(data.as_bytes()),
+        kind: kind.to_owned(),
+        id: format!("{prefix}{n}"),
+    }
+}
+
+/// Sends `events` as one stream: `Ok(success)` or the error status.
+pub async fn store(
+    client: &mut EventStashClient<Channel>,
+    events: Vec<StoreEventRequest>,
+) -> Result<bool, tonic::Status> {
+    let response = client.store_event(tokio_stream::iter(events)).await?;
+    Ok(response.into_inner().success)
+}
+
+/// Every JSON document in a JSON-lines file.
+pub fn read_documents(path: &Path) -> Vec<serde_json::Value> {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}")))
+        .collect()
+}
+
+/// The Python interpreter with grpcio, set up by `tests/run`.
+pub fn python() -> String {
+    std::env::var("EVENTSTASH_PYTHON").unwrap_or_else(|_| {
+        panic!("EVENTSTASH_PYTHON is not set: run the tests with tests/run, which installs the Python client's packages")
+    })
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Sends `events` as one stream and asserts the agent answered `success: true`.
+pub async fn store_ok(client: &mut EventStashClient<Channel>, events: Vec<StoreEventRequest>) {
+    match store(client, events).await {
+        Ok(true) => {}
+        other => panic!("stream not acknowledged: {other:?}"),
+    }
+}
