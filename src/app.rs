@@ -94,9 +94,16 @@ fn report_leftovers(running: &[RunningPipeline], reason: &str) {
         }
     }
     if total == 0 {
-        warn!(reason, "drain stopped before every task finished, but no queued event was left");
+        warn!(
+            reason,
+            "drain stopped before every task finished, but no queued event was left"
+        );
     } else {
         // Their producers were not acknowledged, so they can send them again.
-        error!(reason, events = total, "drain incomplete: events in memory queues are lost (their producers got no success)");
+        error!(
+            reason,
+            events = total,
+            "drain incomplete: events in memory queues are lost (their producers got no success)"
+        );
     }
 }

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use tonic::transport::Endpoint;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 /// The agent could not be asked.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +58,9 @@ pub async fn check(addr: &str, timeout: Duration) -> Result<ServingStatus, Healt
             source,
         })?;
     let response = HealthClient::new(channel)
-        .check(HealthCheckRequest { service: String::new() })
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .map_err(|source| HealthcheckError::Check {
             addr: addr.to_owned(),

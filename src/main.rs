@@ -50,7 +50,10 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -59,13 +62,14 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run { config } => {
-            let pipelines = match config::expand_paths(&config).and_then(|files| config::load_all(&files)) {
-                Ok(pipelines) => pipelines,
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
+            let pipelines =
+                match config::expand_paths(&config).and_then(|files| config::load_all(&files)) {
+                    Ok(pipelines) => pipelines,
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                };
             let code = match runtime.block_on(app::run(pipelines)) {
                 Ok(RunOutcome::Drained) => 0,
                 Ok(RunOutcome::InputFailed | RunOutcome::Unfinished) => 1,

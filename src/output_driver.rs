@@ -96,7 +96,9 @@ pub(crate) async fn drive_output(
     while writes.join_next().await.is_some() {}
     match output.close().await {
         Ok(()) => info!(output = %id, "output drained and closed"),
-        Err(error) => error!(output = %id, %error, "output failed to close; its last writes may not be synced"),
+        Err(error) => {
+            error!(output = %id, %error, "output failed to close; its last writes may not be synced")
+        }
     }
 }
 
@@ -121,7 +123,10 @@ async fn write(id: String, output: Arc<dyn Output>, pending: PendingWrite) {
             "output could not store a batch; its producers get an error instead of success"
         ),
     }
-    settle(pending.items, outcome.map_err(|e| format!("output {id}: {e}")));
+    settle(
+        pending.items,
+        outcome.map_err(|e| format!("output {id}: {e}")),
+    );
 }
 
 fn settle(items: Vec<Queued<OutputItem>>, outcome: Result<(), String>) {

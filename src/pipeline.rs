@@ -67,7 +67,10 @@ impl EventSink for PipelineSink {
 impl PipelineSink {
     async fn enqueue(&self, batch: EventBatch) -> Result<(), SinkClosed> {
         let (events, bytes) = (batch.events.len(), batch.size_estimate());
-        self.queue.send(batch, events, bytes).await.map_err(|_| SinkClosed)
+        self.queue
+            .send(batch, events, bytes)
+            .await
+            .map_err(|_| SinkClosed)
     }
 }
 
@@ -86,12 +89,21 @@ pub fn start(
         let (sender, receiver) = bounded::<OutputItem>(output.queue);
         gauges.push((format!("output {}", output.id), sender.gauge()));
         output_queues.push(sender);
-        tasks.spawn(drive_output(output.id, output.output, receiver, output.batch));
+        tasks.spawn(drive_output(
+            output.id,
+            output.output,
+            receiver,
+            output.batch,
+        ));
     }
 
     let (pipeline_queue, pipeline_receiver) = bounded::<EventBatch>(config.queue);
     gauges.insert(0, ("pipeline queue".to_owned(), pipeline_queue.gauge()));
-    tasks.spawn(run_filters(config.filters, pipeline_receiver, output_queues));
+    tasks.spawn(run_filters(
+        config.filters,
+        pipeline_receiver,
+        output_queues,
+    ));
 
     let max_batch_events = config.queue.max_events.clamp(1, 4096);
     for input in config.inputs {
@@ -135,7 +147,11 @@ async fn run_filters(
 ) {
     while let Some(queued) = queue.recv().await {
         let (events_count, bytes) = (queued.events, queued.bytes);
-        let EventBatch { mut events, ack, flush } = queued.item;
+        let EventBatch {
+            mut events,
+            ack,
+            flush,
+        } = queued.item;
         for filter in &filters {
             filter.filter.apply(&mut events);
         }

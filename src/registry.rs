@@ -27,24 +27,43 @@ const FILTERS: &[&str] = &[];
 const OUTPUTS: &[&str] = &[output_file::NAME, output_stdout::NAME];
 
 /// Builds the input whose `type` is `kind` from the rest of its table.
-pub(crate) fn build_input(kind: &str, table: toml::Table) -> Result<Box<dyn Input>, PluginConfigError> {
+pub(crate) fn build_input(
+    kind: &str,
+    table: toml::Table,
+) -> Result<Box<dyn Input>, PluginConfigError> {
     match kind {
-        input_grpc::NAME => Ok(Box::new(parse::<input_grpc::GrpcInputConfig>(table)?.build().map_err(build_error)?)),
+        input_grpc::NAME => Ok(Box::new(
+            parse::<input_grpc::GrpcInputConfig>(table)?
+                .build()
+                .map_err(build_error)?,
+        )),
         other => Err(unknown("input", other, INPUTS)),
     }
 }
 
 /// Builds the filter whose `type` is `kind` from the rest of its table.
-pub(crate) fn build_filter(kind: &str, _table: toml::Table) -> Result<Box<dyn Filter>, PluginConfigError> {
+pub(crate) fn build_filter(
+    kind: &str,
+    _table: toml::Table,
+) -> Result<Box<dyn Filter>, PluginConfigError> {
     Err(unknown("filter", kind, FILTERS))
 }
 
 /// Builds the output whose `type` is `kind` from the rest of its table.
-pub(crate) fn build_output(kind: &str, table: toml::Table) -> Result<Box<dyn Output>, PluginConfigError> {
+pub(crate) fn build_output(
+    kind: &str,
+    table: toml::Table,
+) -> Result<Box<dyn Output>, PluginConfigError> {
     match kind {
-        output_file::NAME => Ok(Box::new(parse::<output_file::FileOutputConfig>(table)?.build().map_err(build_error)?)),
+        output_file::NAME => Ok(Box::new(
+            parse::<output_file::FileOutputConfig>(table)?
+                .build()
+                .map_err(build_error)?,
+        )),
         output_stdout::NAME => Ok(Box::new(
-            parse::<output_stdout::StdoutOutputConfig>(table)?.build().map_err(build_error)?,
+            parse::<output_stdout::StdoutOutputConfig>(table)?
+                .build()
+                .map_err(build_error)?,
         )),
         other => Err(unknown("output", other, OUTPUTS)),
     }

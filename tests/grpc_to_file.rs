@@ -18,16 +18,30 @@ async fn rust_client_streams_10000_events_and_all_land_with_their_ids() {
     let agent = Agent::start(AgentOptions::new(FILE_PIPELINE));
     let mut client = agent.client().await;
     let events: Vec<_> = (0..10_000)
-        .map(|n| json_event("rs-", n, "contact.AddressBook", &format!(r#"{{"n":{n},"name":"John Doe"}}"#)))
+        .map(|n| {
+            json_event(
+                "rs-",
+                n,
+                "contact.AddressBook",
+                &format!(r#"{{"n":{n},"name":"John Doe"}}"#),
+            )
+        })
         .collect();
     store_ok(&mut client, events).await;
 
     let documents = read_documents(&agent.path("events/contact-address-book.jsonl"));
     assert_eq!(documents.len(), 10_000);
-    let ids: HashSet<&str> = documents.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    let ids: HashSet<&str> = documents
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), 10_000);
     for (n, document) in documents.iter().enumerate() {
-        assert_eq!(document["id"], format!("rs-{n}"), "events of one stream keep their order");
+        assert_eq!(
+            document["id"],
+            format!("rs-{n}"),
+            "events of one stream keep their order"
+        );
         assert_eq!(document["index"], "contact-address-book");
         assert_eq!(document["kind"], "contact.AddressBook");
         assert_eq!(document["format"], "JSON");
@@ -64,7 +78,14 @@ fn python_grpcio_client_with_only_the_proto_file_is_acknowledged() {
     let script = repo_root().join("tests/python/hfx_client.py");
     let output = Command::new(python())
         .arg(&script)
-        .args(["--addr", &agent.addr.to_string(), "--count", "500", "--kind", "python.Event"])
+        .args([
+            "--addr",
+            &agent.addr.to_string(),
+            "--count",
+            "500",
+            "--kind",
+            "python.Event",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -77,7 +98,10 @@ fn python_grpcio_client_with_only_the_proto_file_is_acknowledged() {
     assert_eq!(answer["success"], true);
 
     let documents = read_documents(&agent.path("events/python-event.jsonl"));
-    let ids: HashSet<String> = documents.iter().map(|d| d["id"].as_str().unwrap().to_owned()).collect();
+    let ids: HashSet<String> = documents
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
     let expected: HashSet<String> = (0..500).map(|n| format!("py-{n}")).collect();
     assert_eq!(ids, expected);
     assert_eq!(documents[7]["data"]["source"], "python");
@@ -118,11 +142,16 @@ async fn invalid_payloads_are_flagged_not_dropped() {
 
 #[tokio::test]
 async fn oversized_message_gets_resource_exhausted_and_the_agent_keeps_serving() {
-    let config = FILE_PIPELINE.replace("bind = \"127.0.0.1:{port}\"", "bind = \"127.0.0.1:{port}\"\nmax_message_size = \"64KiB\"");
+    let config = FILE_PIPELINE.replace(
+        "bind = \"127.0.0.1:{port}\"",
+        "bind = \"127.0.0.1:{port}\"\nmax_message_size = \"64KiB\"",
+    );
     let agent = Agent::start(AgentOptions::new(&config));
     let mut client = agent.client().await;
     let big = format!("\"{}\"", "x".repeat(100 * 1024));
-    let status = store(&mut client, vec![json_event("big-", 0, "k", &big)]).await.unwrap_err();
+    let status = store(&mut client, vec![json_event("big-", 0, "k", &big)])
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
 
     let mut client = agent.client().await;
@@ -132,7 +161,10 @@ async fn oversized_message_gets_resource_exhausted_and_the_agent_keeps_serving()
 #[tokio::test]
 async fn garbage_on_the_port_does_not_take_the_server_down() {
     let agent = Agent::start(AgentOptions::new(FILE_PIPELINE));
-    for garbage in [&b"\x00\x01\x02 definitely not http/2 \xff\xfe"[..], b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"] {
+    for garbage in [
+        &b"\x00\x01\x02 definitely not http/2 \xff\xfe"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
         let mut stream = TcpStream::connect(agent.addr).unwrap();
         stream.write_all(garbage).unwrap();
         drop(stream);
@@ -152,26 +184,36 @@ async fn a_failing_output_gives_an_error_status_never_success() {
     let agent = Agent::start(AgentOptions::new(&config));
     std::fs::write(agent.path("blocker"), "not a directory").unwrap();
     let mut client = agent.client().await;
-    let status = store(&mut client, vec![json_event("x-", 0, "k", "1")]).await.unwrap_err();
+    let status = store(&mut client, vec![json_event("x-", 0, "k", "1")])
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("not stored"), "{status:?}");
 }
 
 #[tokio::test]
 async fn reflection_lists_the_services_without_a_proto_file() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let agent = Agent::start(AgentOptions::new(FILE_PIPELINE));
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", agent.addr)).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", agent.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut client = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut responses = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
     let response = responses.message().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
         panic!("unexpected reflection answer {response:?}");

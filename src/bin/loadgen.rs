@@ -106,7 +106,11 @@ fn payload(format: PayloadFormat, size: usize) -> (Bytes, &'static str, EventFor
             while book.encoded_len() + person.encoded_len() + 2 <= size {
                 book.people.push(person.clone());
             }
-            (Bytes::from(book.encode_to_vec()), "contact.AddressBook", EventFormat::Protobuf)
+            (
+                Bytes::from(book.encode_to_vec()),
+                "contact.AddressBook",
+                EventFormat::Protobuf,
+            )
         }
     }
 }
@@ -182,7 +186,11 @@ fn memory_of(pid: u32) -> Option<String> {
             .find(|line| line.starts_with(name))
             .map(|line| line[name.len()..].trim().to_owned())
     };
-    Some(format!("VmRSS {} (peak VmHWM {})", field("VmRSS:")?, field("VmHWM:")?))
+    Some(format!(
+        "VmRSS {} (peak VmHWM {})",
+        field("VmRSS:")?,
+        field("VmHWM:")?
+    ))
 }
 
 #[tokio::main]
@@ -228,7 +236,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut latencies: Vec<Duration> = reports.into_iter().flat_map(|r| r.latencies).collect();
     latencies.sort();
     println!("acknowledged events: {events} in {elapsed:.2} s, failed streams: {failed}");
-    println!("throughput: {:.0} events/s, {:.1} MB/s of payload", events as f64 / elapsed, bytes as f64 / elapsed / 1e6);
+    println!(
+        "throughput: {:.0} events/s, {:.1} MB/s of payload",
+        events as f64 / elapsed,
+        bytes as f64 / elapsed / 1e6
+    );
     println!(
         "stream ack latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} streams)",
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,

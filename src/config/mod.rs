@@ -85,7 +85,10 @@ fn default_pipeline_id() -> String {
     "main".to_owned()
 }
 fn default_shutdown_timeout_ms() -> u64 {
-    std::env::var("SHUTDOWN_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(15_000)
+    std::env::var("SHUTDOWN_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15_000)
 }
 fn default_batch_size() -> usize {
     1000
@@ -240,7 +243,9 @@ pub fn expand_paths(patterns: &[String]) -> Result<Vec<PathBuf>, ConfigError> {
             files.push(entry.map_err(|e| error(e.to_string()))?);
         }
         if files.len() == before {
-            return Err(error("no such file (or no file matches the pattern)".to_owned()));
+            return Err(error(
+                "no such file (or no file matches the pattern)".to_owned(),
+            ));
         }
     }
     Ok(files)
@@ -256,7 +261,10 @@ pub fn load_all(files: &[PathBuf]) -> Result<Vec<PipelineConfig>, ConfigError> {
             return Err(ConfigError {
                 file: file.clone(),
                 key: "pipeline.id".to_owned(),
-                message: format!("another file already defines pipeline {:?}; give each file its own id", pipeline.id),
+                message: format!(
+                    "another file already defines pipeline {:?}; give each file its own id",
+                    pipeline.id
+                ),
             });
         }
         pipelines.push(pipeline);
@@ -272,10 +280,12 @@ pub fn load(file: &Path) -> Result<PipelineConfig, ConfigError> {
         message,
     };
     let text = std::fs::read_to_string(file).map_err(|e| error("", format!("cannot read: {e}")))?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| error("", format!("not valid TOML: {e}")))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| error("", format!("not valid TOML: {e}")))?;
     let mut value = toml::Value::Table(table);
     let lookup = |name: &str| std::env::var(name).ok();
-    interpolate_strings(&mut value, &mut Vec::new(), &lookup).map_err(|(key, e)| error(&key, e.to_string()))?;
+    interpolate_strings(&mut value, &mut Vec::new(), &lookup)
+        .map_err(|(key, e)| error(&key, e.to_string()))?;
     let parsed: PipelineFile = from_value(value).map_err(|e| error(&e.key, e.message))?;
     build(file, parsed)
 }
@@ -313,27 +323,40 @@ fn build(file: &Path, parsed: PipelineFile) -> Result<PipelineConfig, ConfigErro
     let pipeline_queue = queue_limits(queue.max_events, queue.max_bytes)
         .map_err(|(key, message)| error(format!("queue.{key}"), message))?;
     if pipeline.batch_size == 0 {
-        return Err(error("pipeline.batch_size".into(), "must be at least 1".into()));
+        return Err(error(
+            "pipeline.batch_size".into(),
+            "must be at least 1".into(),
+        ));
     }
     if inputs.is_empty() {
-        return Err(error("inputs".into(), "a pipeline needs at least one [[inputs]] table".into()));
+        return Err(error(
+            "inputs".into(),
+            "a pipeline needs at least one [[inputs]] table".into(),
+        ));
     }
     if outputs.is_empty() {
-        return Err(error("outputs".into(), "a pipeline needs at least one [[outputs]] table".into()));
+        return Err(error(
+            "outputs".into(),
+            "a pipeline needs at least one [[outputs]] table".into(),
+        ));
     }
 
     let mut built_inputs = Vec::new();
     for (index, table) in inputs.into_iter().enumerate() {
         let section = format!("inputs[{index}]");
-        let (kind, id, rest) = plugin_header(table, index).map_err(|(key, m)| error(format!("{section}.{key}"), m))?;
-        let input = registry::build_input(&kind, rest).map_err(|e| error(join_key(&section, &e.key), e.message))?;
+        let (kind, id, rest) =
+            plugin_header(table, index).map_err(|(key, m)| error(format!("{section}.{key}"), m))?;
+        let input = registry::build_input(&kind, rest)
+            .map_err(|e| error(join_key(&section, &e.key), e.message))?;
         built_inputs.push(InputPlugin { id, input });
     }
     let mut built_filters = Vec::new();
     for (index, table) in filters.into_iter().enumerate() {
         let section = format!("filters[{index}]");
-        let (kind, id, rest) = plugin_header(table, index).map_err(|(key, m)| error(format!("{section}.{key}"), m))?;
-        let filter = registry::build_filter(&kind, rest).map_err(|e| error(join_key(&section, &e.key), e.message))?;
+        let (kind, id, rest) =
+            plugin_header(table, index).map_err(|(key, m)| error(format!("{section}.{key}"), m))?;
+        let filter = registry::build_filter(&kind, rest)
+            .map_err(|e| error(join_key(&section, &e.key), e.message))?;
         built_filters.push(FilterPlugin { id, filter });
     }
     let mut built_outputs = Vec::new();
@@ -343,16 +366,25 @@ fn build(file: &Path, parsed: PipelineFile) -> Result<PipelineConfig, ConfigErro
             plugin_header(table, index).map_err(|(key, m)| error(format!("{section}.{key}"), m))?;
         let settings: OutputSettings = take_output_settings(&mut rest)
             .map_err(|(key, m)| error(join_key(&section, &key), m))?;
-        let output = registry::build_output(&kind, rest).map_err(|e| error(join_key(&section, &e.key), e.message))?;
+        let output = registry::build_output(&kind, rest)
+            .map_err(|e| error(join_key(&section, &e.key), e.message))?;
         let max_events = settings.queue_max_events.unwrap_or(queue.max_events);
         let max_bytes = settings.queue_max_bytes.unwrap_or(queue.max_bytes);
-        let limits =
-            queue_limits(max_events, max_bytes).map_err(|(key, m)| error(format!("{section}.queue_{key}"), m))?;
+        let limits = queue_limits(max_events, max_bytes)
+            .map_err(|(key, m)| error(format!("{section}.queue_{key}"), m))?;
         let batch = BatchSettings {
-            max_events: settings.batch_size.unwrap_or(pipeline.batch_size).clamp(1, limits.max_events),
-            max_bytes: (settings.batch_bytes.unwrap_or(pipeline.batch_bytes).as_u64() as usize)
+            max_events: settings
+                .batch_size
+                .unwrap_or(pipeline.batch_size)
+                .clamp(1, limits.max_events),
+            max_bytes: (settings
+                .batch_bytes
+                .unwrap_or(pipeline.batch_bytes)
+                .as_u64() as usize)
                 .clamp(1, limits.max_bytes),
-            delay: Duration::from_millis(settings.batch_delay_ms.unwrap_or(pipeline.batch_delay_ms)),
+            delay: Duration::from_millis(
+                settings.batch_delay_ms.unwrap_or(pipeline.batch_delay_ms),
+            ),
             concurrency: settings.concurrency.max(1),
         };
         built_outputs.push(OutputPlugin {
@@ -375,7 +407,9 @@ fn build(file: &Path, parsed: PipelineFile) -> Result<PipelineConfig, ConfigErro
 }
 
 /// Deserializes a plugin's table, for the registry.
-pub(crate) fn value_from_table<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<T, (String, String)> {
+pub(crate) fn value_from_table<T: serde::de::DeserializeOwned>(
+    table: toml::Table,
+) -> Result<T, (String, String)> {
     from_value(toml::Value::Table(table)).map_err(|e| (e.key, e.message))
 }
 
@@ -387,12 +421,18 @@ fn join_key(section: &str, key: &str) -> String {
     }
 }
 
-fn queue_limits(max_events: usize, max_bytes: ByteSize) -> Result<QueueLimits, (&'static str, String)> {
+fn queue_limits(
+    max_events: usize,
+    max_bytes: ByteSize,
+) -> Result<QueueLimits, (&'static str, String)> {
     if max_events == 0 || max_events > u32::MAX as usize {
         return Err(("max_events", format!("must be between 1 and {}", u32::MAX)));
     }
     if max_bytes.as_u64() < 1024 || max_bytes.as_u64() > MAX_QUEUE_BYTES {
-        return Err(("max_bytes", format!("must be between 1KiB and {}", ByteSize(MAX_QUEUE_BYTES))));
+        return Err((
+            "max_bytes",
+            format!("must be between 1KiB and {}", ByteSize(MAX_QUEUE_BYTES)),
+        ));
     }
     Ok(QueueLimits {
         max_events,
@@ -401,11 +441,19 @@ fn queue_limits(max_events: usize, max_bytes: ByteSize) -> Result<QueueLimits, (
 }
 
 /// Splits a plugin table into its `type`, its id and the plugin's own keys.
-fn plugin_header(mut table: toml::Table, index: usize) -> Result<(String, String, toml::Table), (String, String)> {
+fn plugin_header(
+    mut table: toml::Table,
+    index: usize,
+) -> Result<(String, String, toml::Table), (String, String)> {
     let kind = match table.remove("type") {
         Some(toml::Value::String(kind)) => kind,
         Some(_) => return Err(("type".into(), "must be a string".into())),
-        None => return Err(("type".into(), "missing: every plugin table names its `type`".into())),
+        None => {
+            return Err((
+                "type".into(),
+                "missing: every plugin table names its `type`".into(),
+            ));
+        }
     };
     let id = match table.remove("id") {
         Some(toml::Value::String(id)) => id,

@@ -10,9 +10,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use eventstash_input_grpc::proto::StoreEventRequest;
 use eventstash_input_grpc::proto::event_stash_client::EventStashClient;
 use eventstash_input_grpc::proto::store_event_request::EventFormat;
-use eventstash_input_grpc::proto::StoreEventRequest;
 use tonic::transport::Channel;
 
 /// The binary under test.
@@ -20,7 +20,11 @@ pub const EVENTSTASH: &str = env!("CARGO_BIN_EXE_eventstash");
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running agent in a temporary directory; killed when dropped.
@@ -78,7 +82,11 @@ impl Agent {
             .env("LOG_LEVEL", "info")
             .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
-            .stdout(if options.pipe_stdout { Stdio::piped() } else { Stdio::null() })
+            .stdout(if options.pipe_stdout {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(stderr)
             .spawn()
             .unwrap();
@@ -121,7 +129,10 @@ impl Agent {
 
     /// Sends a signal by name (`TERM`, `INT`, `KILL`).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill").args([&format!("-{name}"), &self.pid().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success(), "kill -{name} failed");
     }
 
@@ -142,7 +153,10 @@ impl Agent {
     /// The agent's resident memory high-water mark, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let line = status.lines().find(|line| line.starts_with("VmHWM:")).unwrap();
+        let line = status
+            .lines()
+            .find(|line| line.starts_with("VmHWM:"))
+            .unwrap();
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
@@ -165,7 +179,13 @@ impl Drop for Agent {
 /// Runs `eventstash healthcheck` against `addr`: true when it exits 0.
 pub fn healthcheck(addr: SocketAddr) -> bool {
     Command::new(EVENTSTASH)
-        .args(["healthcheck", "--addr", &addr.to_string(), "--timeout-ms", "1000"])
+        .args([
+            "healthcheck",
+            "--addr",
+            &addr.to_string(),
+            "--timeout-ms",
+            "1000",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -194,7 +214,8 @@ pub async fn store(
 
 /// Every JSON document in a JSON-lines file.
 pub fn read_documents(path: &Path) -> Vec<serde_json::Value> {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text =
+        fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     text.lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}")))
         .collect()

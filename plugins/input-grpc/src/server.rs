@@ -6,10 +6,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use eventstash_plugin_api::{BoxError, Input, InputContext};
+use eventstash_plugin_api::{BoxError, EventSink, Input, InputContext};
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
@@ -25,6 +27,9 @@ use crate::service::EventStashService;
 /// enough that a stalled stream buffers little.
 const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// How long idle connections may take to close after the last stream.
+const IDLE_CONNECTION_GRACE: Duration = Duration::from_millis(500);
 
 /// A checked, not yet listening, gRPC input.
 #[derive(Debug)]
@@ -53,7 +58,9 @@ impl Input for GrpcInput {
             .map_err(|source| GrpcInputError::Listen { addr, source })?;
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<EventStashServer<EventStashService>>().await;
+        health
+            .set_serving::<EventStashServer<EventStashService>>()
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
@@ -64,9 +71,18 @@ impl Input for GrpcInput {
             .map_err(GrpcInputError::from)?;
         let reflection = reflection.build_v1().map_err(GrpcInputError::from)?;
 
-        let max_batch_events = self.max_batch_events.min(ctx.sink.max_batch_events()).max(1);
-        let service = EventStashService::new(Arc::from(ctx.sink), max_batch_events);
-        let event_stash = EventStashServer::new(service).max_decoding_message_size(self.max_message_size);
+        let max_batch_events = self
+            .max_batch_events
+            .min(ctx.sink.max_batch_events())
+            .max(1);
+        // The service holds the sink weakly, so that returning from here
+        // closes the pipeline queue even if a connection task lingers.
+        let sink: Arc<dyn EventSink> = Arc::from(ctx.sink);
+        let streams = TaskTracker::new();
+        let service =
+            EventStashService::new(Arc::downgrade(&sink), max_batch_events, streams.clone());
+        let event_stash =
+            EventStashServer::new(service).max_decoding_message_size(self.max_message_size);
 
         info!(input = %ctx.id, %addr, "gRPC input listening");
         let shutdown = ctx.shutdown.clone();
@@ -74,22 +90,38 @@ impl Input for GrpcInput {
             shutdown.cancelled().await;
             // Tell load balancers and `eventstash healthcheck` first, before
             // the listener closes.
-            health.set_service_status("", ServingStatus::NotServing).await;
-            health.set_not_serving::<EventStashServer<EventStashService>>().await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            health
+                .set_not_serving::<EventStashServer<EventStashService>>()
+                .await;
             info!(%addr, "gRPC input stops accepting streams; finishing those in flight");
         };
         // Small acks must not wait for Nagle's algorithm (40 ms stalls).
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        Server::builder()
+        let serve = Server::builder()
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_v1alpha)
             .add_service(event_stash)
-            .serve_with_incoming_shutdown(incoming, stop_serving)
-            .await
-            .map_err(|source| GrpcInputError::Serve { addr, source })?;
+            .serve_with_incoming_shutdown(incoming, stop_serving);
+        // A graceful HTTP/2 close waits for every client to answer the
+        // GOAWAY; a frozen client must not hold up the drain. Once every
+        // stream in flight has finished, idle connections get a short grace.
+        let streams_finished = async {
+            ctx.shutdown.cancelled().await;
+            streams.close();
+            streams.wait().await;
+            tokio::time::sleep(IDLE_CONNECTION_GRACE).await;
+        };
+        tokio::select! {
+            served = serve => served.map_err(|source| GrpcInputError::Serve { addr, source })?,
+            () = streams_finished => info!(%addr, "closing idle client connections"),
+        }
+        drop(sink);
         info!(input = %ctx.id, %addr, "gRPC input stopped");
         Ok(())
     }

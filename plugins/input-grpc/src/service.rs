@@ -1,11 +1,14 @@
 //! The `hfx.v1.EventStash` service: turns `StoreEvent` streams into batches.
 
 use std::mem;
-use std::sync::Arc;
+use std::sync::Weak;
 
 use chrono::Utc;
-use eventstash_plugin_api::{AckHandle, Event, EventBatch, EventSink, Format, ack_group};
+use eventstash_plugin_api::{
+    AckHandle, Event, EventBatch, EventSink, Format, SinkClosed, ack_group,
+};
 use futures::FutureExt as _;
+use tokio_util::task::TaskTracker;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::debug;
 
@@ -15,20 +18,34 @@ use crate::proto::{StoreEventRequest, StoreEventResponse};
 
 /// Serves `StoreEvent` by feeding the pipeline queue.
 pub(crate) struct EventStashService {
-    /// The pipeline queue.
-    sink: Arc<dyn EventSink>,
+    /// The pipeline queue, gone once the input has stopped.
+    sink: Weak<dyn EventSink>,
     /// Most events gathered into one batch.
     max_batch_events: usize,
+    /// Streams in flight, so the drain knows when they are all done.
+    streams: TaskTracker,
 }
 
 impl EventStashService {
-    pub(crate) fn new(sink: Arc<dyn EventSink>, max_batch_events: usize) -> Self {
-        EventStashService { sink, max_batch_events }
+    pub(crate) fn new(
+        sink: Weak<dyn EventSink>,
+        max_batch_events: usize,
+        streams: TaskTracker,
+    ) -> Self {
+        EventStashService {
+            sink,
+            max_batch_events,
+            streams,
+        }
     }
 
     /// Reads the stream to its end, queueing its events in batches, each
     /// with a claim on the stream's ack group.
-    async fn receive(&self, stream: &mut Streaming<StoreEventRequest>, ack: &AckHandle) -> Result<(), Status> {
+    async fn receive(
+        &self,
+        stream: &mut Streaming<StoreEventRequest>,
+        ack: &AckHandle,
+    ) -> Result<(), Status> {
         let mut events = Vec::new();
         loop {
             let Some(first) = stream.message().await.map_err(client_status)? else {
@@ -71,10 +88,11 @@ impl EventStashService {
             ack: ack.share(),
             flush,
         };
-        self.sink
-            .send(batch)
-            .await
-            .map_err(|closed| Status::unavailable(format!("{closed}: retry against another instance")))
+        let closed = |closed: SinkClosed| {
+            Status::unavailable(format!("{closed}: retry against another instance"))
+        };
+        let sink = self.sink.upgrade().ok_or_else(|| closed(SinkClosed))?;
+        sink.send(batch).await.map_err(closed)
     }
 }
 
@@ -84,6 +102,7 @@ impl EventStash for EventStashService {
         &self,
         request: Request<Streaming<StoreEventRequest>>,
     ) -> Result<Response<StoreEventResponse>, Status> {
+        let _in_flight = self.streams.token();
         let mut stream = request.into_inner();
         let (ack, stored) = ack_group();
         let received = self.receive(&mut stream, &ack).await;
@@ -93,10 +112,9 @@ impl EventStash for EventStashService {
             debug!(code = ?status.code(), message = status.message(), "StoreEvent stream failed");
             return Err(status);
         }
-        stored
-            .wait()
-            .await
-            .map_err(|error| Status::unavailable(format!("events were not stored: {error}; retry the stream")))?;
+        stored.wait().await.map_err(|error| {
+            Status::unavailable(format!("events were not stored: {error}; retry the stream"))
+        })?;
         Ok(Response::new(StoreEventResponse { success: true }))
     }
 }
