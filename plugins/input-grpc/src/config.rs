@@ -11,7 +11,7 @@ use crate::server::GrpcInput;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrpcInputConfig {
-    /// Address to listen on; HFXEventStash's `GRPC_BIND_ADDRESS`.
+    /// Address to listen on; defaults to HFXEventStash's `GRPC_BIND_ADDRESS`.
     #[serde(default = "default_bind")]
     pub bind: String,
     /// Largest accepted `StoreEventRequest`; larger ones end their stream
@@ -23,8 +23,12 @@ pub struct GrpcInputConfig {
     pub max_batch_events: usize,
 }
 
+/// HFXEventStash's `GRPC_BIND_ADDRESS`, else its default port on every interface.
 fn default_bind() -> String {
-    "0.0.0.0:42043".to_owned()
+    std::env::var("GRPC_BIND_ADDRESS")
+        .ok()
+        .filter(|bind| !bind.is_empty())
+        .unwrap_or_else(|| "0.0.0.0:42043".to_owned())
 }
 
 fn default_max_message_size() -> ByteSize {
