@@ -20,20 +20,7 @@ const PAYLOAD: usize = 8 * 1024;
 async fn a_stalled_output_slows_the_producer_and_loses_nothing() {
     // Queues of 100 events; the stdout output writes into a pipe that this
     // test stops reading for a while.
-    let config = r#"
-[queue]
-max_events = 100
-
-[[inputs]]
-type = "grpc"
-bind = "127.0.0.1:{port}"
-
-[[outputs]]
-type = "stdout"
-"#;
-    let mut options = AgentOptions::new(config);
-    options.pipe_stdout = true;
-    let mut agent = Agent::start(options);
+    let mut agent = Agent::start(stdout_pipeline("", "max_events = 100"));
     let stdout = agent.child.stdout.take().unwrap();
 
     let sent = Arc::new(AtomicUsize::new(0));

@@ -64,19 +64,7 @@ async fn sigterm_exits_promptly_even_while_a_frozen_client_keeps_its_connection(
 #[tokio::test]
 async fn a_drain_past_the_timeout_exits_one_and_counts_the_lost_events() {
     // stdout is a pipe this test never reads: the output blocks for good.
-    let config = r#"
-[pipeline]
-shutdown_timeout_ms = "${SHUTDOWN_TIMEOUT:15000}"
-
-[[inputs]]
-type = "grpc"
-bind = "127.0.0.1:{port}"
-
-[[outputs]]
-type = "stdout"
-"#;
-    let mut options = AgentOptions::new(config);
-    options.pipe_stdout = true;
+    let mut options = stdout_pipeline("shutdown_timeout_ms = \"${SHUTDOWN_TIMEOUT:15000}\"", "");
     options.env.push(("SHUTDOWN_TIMEOUT".into(), "1000".into()));
     let mut agent = Agent::start(options);
     let mut client = agent.client().await;

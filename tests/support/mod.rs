@@ -68,6 +68,18 @@ type = "file"
 path = "events/%{index}.jsonl"
 "#;
 
+/// A gRPC input on `{port}` and the stdout output, with the agent's stdout
+/// piped to the test so that the test decides how fast the output goes.
+/// `{pipeline}` and `{queue}` take extra keys for those tables.
+pub fn stdout_pipeline(pipeline: &str, queue: &str) -> AgentOptions {
+    let config = format!(
+        "[pipeline]\n{pipeline}\n[queue]\n{queue}\n[[inputs]]\ntype = \"grpc\"\nbind = \"127.0.0.1:{{port}}\"\n[[outputs]]\ntype = \"stdout\"\n"
+    );
+    let mut options = AgentOptions::new(&config);
+    options.pipe_stdout = true;
+    options
+}
+
 impl Agent {
     /// Starts an agent and waits until its health service says SERVING.
     pub fn start(options: AgentOptions) -> Agent {
