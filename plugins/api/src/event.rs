@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 
@@ -181,8 +181,7 @@ impl Event {
 
     /// The `@timestamp` text: RFC 3339 in UTC with milliseconds, as Logstash writes it.
     pub fn timestamp(&self) -> String {
-        self.received_at
-            .to_rfc3339_opts(SecondsFormat::Millis, true)
+        Rfc3339Millis(&self.received_at).to_string()
     }
 
     /// Looks up a field by path, as `%{...}` templates name them: a top-level
@@ -271,7 +270,27 @@ struct Rfc3339Millis<'a>(&'a DateTime<Utc>);
 
 impl Serialize for Rfc3339Millis<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&self.0.format("%Y-%m-%dT%H:%M:%S%.3fZ"))
+        serializer.collect_str(self)
+    }
+}
+
+impl std::fmt::Display for Rfc3339Millis<'_> {
+    // Written field by field: this runs for every document, and parsing a
+    // strftime pattern each time showed up in profiles.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use chrono::{Datelike as _, Timelike as _};
+        let t = self.0;
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.timestamp_subsec_millis().min(999)
+        )
     }
 }
 

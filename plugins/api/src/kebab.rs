@@ -5,8 +5,12 @@
 
 /// Returns the kebab-case of `kind`: `contact.AddressBook` → `contact-address-book`.
 pub fn kebab_case(kind: &str) -> String {
-    let mut out = String::with_capacity(kind.len() + 4);
+    // Called for every event: ASCII kinds (nearly all) skip decoding chars.
+    if kind.is_ascii() {
+        return kebab_case_ascii(kind.as_bytes());
+    }
     let chars: Vec<char> = kind.chars().collect();
+    let mut out = String::with_capacity(kind.len() + 4);
     let mut previous: Option<char> = None;
     for (i, &c) in chars.iter().enumerate() {
         if !c.is_alphanumeric() {
@@ -25,6 +29,32 @@ pub fn kebab_case(kind: &str) -> String {
             out.push('-');
         }
         out.extend(c.to_lowercase());
+        previous = Some(c);
+    }
+    out
+}
+
+/// The same rules as [`kebab_case`], on ASCII bytes.
+fn kebab_case_ascii(kind: &[u8]) -> String {
+    let mut out = String::with_capacity(kind.len() + 4);
+    let mut previous: Option<u8> = None;
+    for (i, &c) in kind.iter().enumerate() {
+        if !c.is_ascii_alphanumeric() {
+            previous = None;
+            continue;
+        }
+        if let Some(p) = previous {
+            let next_is_lower = kind.get(i + 1).is_some_and(u8::is_ascii_lowercase);
+            let boundary = (p.is_ascii_lowercase() && c.is_ascii_uppercase())
+                || (p.is_ascii_uppercase() && c.is_ascii_uppercase() && next_is_lower)
+                || (p.is_ascii_digit() != c.is_ascii_digit());
+            if boundary {
+                out.push('-');
+            }
+        } else if !out.is_empty() {
+            out.push('-');
+        }
+        out.push(char::from(c.to_ascii_lowercase()));
         previous = Some(c);
     }
     out
@@ -53,5 +83,25 @@ mod tests {
         assert_eq!(kebab_case("../../etc/passwd"), "etc-passwd");
         assert_eq!(kebab_case(""), "");
         assert_eq!(kebab_case("Ünïcode.Kind"), "ünïcode-kind");
+    }
+
+    #[test]
+    fn ascii_and_unicode_paths_agree() {
+        for kind in [
+            "contact.AddressBook",
+            "HTTPServer2Go",
+            "a..b__C",
+            "x9Y",
+            "ABC",
+            "aB.C1d",
+        ] {
+            // A leading non-ASCII word sends the same kind down the other path.
+            let unicode = format!("é.{kind}");
+            assert_eq!(
+                format!("é-{}", kebab_case(kind)),
+                kebab_case(&unicode),
+                "{kind}"
+            );
+        }
     }
 }
