@@ -5,7 +5,8 @@
 //! work and finish their streams, and the pipelines drain stage by stage
 //! (see `pipeline`). If the drain does not finish within the shutdown
 //! timeout — or a second signal arrives — what is left in each queue is
-//! reported and the outcome says so, for a non-zero exit.
+//! reported and the outcome says so, for a non-zero exit. SIGHUP reloads
+//! the filters (the protobuf filter re-reads its .proto files).
 
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ pub enum RunOutcome {
 pub async fn run(pipelines: Vec<PipelineConfig>) -> std::io::Result<RunOutcome> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     let shutdown_timeout = pipelines
         .iter()
         .map(|p| p.shutdown_timeout)
@@ -48,14 +50,22 @@ pub async fn run(pipelines: Vec<PipelineConfig>) -> std::io::Result<RunOutcome> 
     drop(failures);
 
     let mut outcome = RunOutcome::Drained;
-    tokio::select! {
-        _ = terminate.recv() => info!(signal = "SIGTERM", timeout = ?shutdown_timeout, "shutting down: draining"),
-        _ = interrupt.recv() => info!(signal = "SIGINT", timeout = ?shutdown_timeout, "shutting down: draining"),
-        Some(failure) = failed.recv() => {
-            error!(input = %failure.input, error = %failure.error, "shutting down after an input failure");
-            outcome = RunOutcome::InputFailed;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                info!(signal = "SIGHUP", "reloading filters");
+                running.iter().for_each(RunningPipeline::reload_filters);
+                continue;
+            }
+            _ = terminate.recv() => info!(signal = "SIGTERM", timeout = ?shutdown_timeout, "shutting down: draining"),
+            _ = interrupt.recv() => info!(signal = "SIGINT", timeout = ?shutdown_timeout, "shutting down: draining"),
+            Some(failure) = failed.recv() => {
+                error!(input = %failure.input, error = %failure.error, "shutting down after an input failure");
+                outcome = RunOutcome::InputFailed;
+            }
+            () = wait_all(&running) => info!("every input has finished; draining"),
         }
-        () = wait_all(&running) => info!("every input has finished; draining"),
+        break;
     }
     shutdown.cancel();
 

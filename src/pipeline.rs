@@ -8,17 +8,22 @@
 //! what is left and ends, the output queues close, and each driver writes
 //! what is left and closes its output.
 
+use std::pin::pin;
 use std::sync::Arc;
 
+use futures::StreamExt as _;
+
 use async_trait::async_trait;
-use eventstash_plugin_api::{CancellationToken, EventBatch, EventSink, InputContext, SinkClosed};
+use eventstash_plugin_api::{
+    CancellationToken, EventBatch, EventSink, Filter, InputContext, SinkClosed,
+};
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::{FilterPlugin, PipelineConfig};
 use crate::output_driver::{OutputItem, drive_output};
-use crate::queue::{QueueGauge, QueueReceiver, QueueSender, bounded};
+use crate::queue::{QueueGauge, QueueReceiver, QueueSender, Queued, bounded};
 
 /// An input that failed: the agent stops.
 #[derive(Debug)]
@@ -35,6 +40,8 @@ pub struct RunningPipeline {
     pub id: String,
     tasks: TaskTracker,
     gauges: Vec<(String, QueueGauge)>,
+    /// The filters, for SIGHUP reloads.
+    filters: Vec<(String, Arc<dyn Filter>)>,
 }
 
 /// The input side of the pipeline queue.
@@ -99,10 +106,16 @@ pub fn start(
 
     let (pipeline_queue, pipeline_receiver) = bounded::<EventBatch>(config.queue);
     gauges.insert(0, ("pipeline queue".to_owned(), pipeline_queue.gauge()));
+    let filters = config
+        .filters
+        .iter()
+        .map(|f| (f.id.clone(), f.filter.clone()))
+        .collect();
     tasks.spawn(run_filters(
         config.filters,
         pipeline_receiver,
         output_queues,
+        config.workers,
     ));
 
     let max_batch_events = config.queue.max_events.clamp(1, 4096);
@@ -135,26 +148,35 @@ pub fn start(
         id: pipeline_id,
         tasks,
         gauges,
+        filters,
     }
 }
 
 /// The filter stage: applies the filters to each batch and fans it out to
 /// every output queue, waiting on a full one.
+///
+/// Filtering is CPU work (protobuf decoding), so up to `workers` batches are
+/// filtered at once on the runtime's threads; `buffered` hands them on in
+/// queue order, so a stream's events keep their order in every output.
 async fn run_filters(
     filters: Vec<FilterPlugin>,
-    mut queue: QueueReceiver<EventBatch>,
+    queue: QueueReceiver<EventBatch>,
     outputs: Vec<QueueSender<OutputItem>>,
+    workers: usize,
 ) {
-    while let Some(queued) = queue.recv().await {
+    let filters: Arc<[Arc<dyn Filter>]> = filters.into_iter().map(|f| f.filter).collect();
+    let batches = futures::stream::unfold(queue, |mut queue| async move {
+        queue.recv().await.map(|queued| (queued, queue))
+    });
+    let mut filtered = pin!(
+        batches
+            .map(|queued| apply_filters(filters.clone(), queued))
+            .buffered(workers.max(1))
+    );
+    while let Some(queued) = filtered.next().await {
+        let Some(queued) = queued else { continue };
         let (events_count, bytes) = (queued.events, queued.bytes);
-        let EventBatch {
-            mut events,
-            ack,
-            flush,
-        } = queued.item;
-        for filter in &filters {
-            filter.filter.apply(&mut events);
-        }
+        let EventBatch { events, ack, flush } = queued.item;
         let events = Arc::new(events);
         for (output, ack) in outputs.iter().zip(ack.fan_out(outputs.len())) {
             let item = OutputItem {
@@ -171,10 +193,46 @@ async fn run_filters(
     }
 }
 
+/// Runs the filters over one batch on a runtime thread of its own. A filter
+/// that panics loses the batch's claims, so its producers get an error.
+async fn apply_filters(
+    filters: Arc<[Arc<dyn Filter>]>,
+    mut queued: Queued<EventBatch>,
+) -> Option<Queued<EventBatch>> {
+    if filters.is_empty() || queued.item.events.is_empty() {
+        return Some(queued);
+    }
+    let filtered = tokio::spawn(async move {
+        for filter in filters.iter() {
+            filter.apply(&mut queued.item.events);
+        }
+        queued
+    });
+    match filtered.await {
+        Ok(queued) => Some(queued),
+        Err(error) => {
+            error!(%error, "a filter panicked; the batch's producers get an error");
+            None
+        }
+    }
+}
+
 impl RunningPipeline {
     /// Waits until every stage has finished.
     pub async fn wait(&self) {
         self.tasks.wait().await;
+    }
+
+    /// Reloads every filter (SIGHUP); a filter that fails keeps what it had.
+    pub fn reload_filters(&self) {
+        for (id, filter) in &self.filters {
+            match filter.reload() {
+                Ok(()) => info!(pipeline = %self.id, filter = %id, "filter reloaded"),
+                Err(error) => {
+                    error!(pipeline = %self.id, filter = %id, %error, "reload failed; the filter keeps its previous state")
+                }
+            }
+        }
     }
 
     /// What each queue still holds, for the report of an unfinished drain.

@@ -5,6 +5,7 @@
 //! builds the plugin. Building checks everything that can be checked without
 //! starting (addresses, templates, paths) and starts nothing.
 
+use eventstash_filter_protobuf as filter_protobuf;
 use eventstash_input_grpc as input_grpc;
 use eventstash_output_file as output_file;
 use eventstash_output_stdout as output_stdout;
@@ -23,7 +24,7 @@ pub(crate) struct PluginConfigError {
 }
 
 const INPUTS: &[&str] = &[input_grpc::NAME];
-const FILTERS: &[&str] = &[];
+const FILTERS: &[&str] = &[filter_protobuf::NAME];
 const OUTPUTS: &[&str] = &[output_file::NAME, output_stdout::NAME];
 
 /// Builds the input whose `type` is `kind` from the rest of its table.
@@ -44,9 +45,16 @@ pub(crate) fn build_input(
 /// Builds the filter whose `type` is `kind` from the rest of its table.
 pub(crate) fn build_filter(
     kind: &str,
-    _table: toml::Table,
+    table: toml::Table,
 ) -> Result<Box<dyn Filter>, PluginConfigError> {
-    Err(unknown("filter", kind, FILTERS))
+    match kind {
+        filter_protobuf::NAME => Ok(Box::new(
+            parse::<filter_protobuf::ProtobufFilterConfig>(table)?
+                .build()
+                .map_err(build_error)?,
+        )),
+        other => Err(unknown("filter", other, FILTERS)),
+    }
 }
 
 /// Builds the output whose `type` is `kind` from the rest of its table.

@@ -67,6 +67,9 @@ struct PipelineSection {
     /// already waiting for the acknowledgement.
     #[serde(default = "default_batch_delay_ms")]
     batch_delay_ms: u64,
+    /// Batches filtered at once (Logstash's `pipeline.workers`).
+    #[serde(default = "default_workers")]
+    workers: usize,
 }
 
 impl Default for PipelineSection {
@@ -77,6 +80,7 @@ impl Default for PipelineSection {
             batch_size: default_batch_size(),
             batch_bytes: default_batch_bytes(),
             batch_delay_ms: default_batch_delay_ms(),
+            workers: default_workers(),
         }
     }
 }
@@ -98,6 +102,9 @@ fn default_batch_bytes() -> ByteSize {
 }
 fn default_batch_delay_ms() -> u64 {
     50
+}
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
 }
 
 /// Where the pipeline queue keeps events.
@@ -194,8 +201,8 @@ pub struct InputPlugin {
 pub struct FilterPlugin {
     /// `type#index` unless the table gives an `id`.
     pub id: String,
-    /// The plugin.
-    pub filter: Box<dyn Filter>,
+    /// The plugin, shared by the filter stage and SIGHUP reloads.
+    pub filter: Arc<dyn Filter>,
 }
 
 /// A built output, its id and its queue and batch settings.
@@ -220,6 +227,8 @@ pub struct PipelineConfig {
     pub shutdown_timeout: Duration,
     /// Bounds of the pipeline queue.
     pub queue: QueueLimits,
+    /// Batches filtered at once.
+    pub workers: usize,
     /// Inputs, in file order.
     pub inputs: Vec<InputPlugin>,
     /// Filters, applied in file order.
@@ -357,7 +366,10 @@ fn build(file: &Path, parsed: PipelineFile) -> Result<PipelineConfig, ConfigErro
             plugin_header(table, index).map_err(|(key, m)| error(format!("{section}.{key}"), m))?;
         let filter = registry::build_filter(&kind, rest)
             .map_err(|e| error(join_key(&section, &e.key), e.message))?;
-        built_filters.push(FilterPlugin { id, filter });
+        built_filters.push(FilterPlugin {
+            id,
+            filter: Arc::from(filter),
+        });
     }
     let mut built_outputs = Vec::new();
     for (index, table) in outputs.into_iter().enumerate() {
@@ -400,6 +412,7 @@ fn build(file: &Path, parsed: PipelineFile) -> Result<PipelineConfig, ConfigErro
         id: pipeline.id,
         shutdown_timeout: Duration::from_millis(pipeline.shutdown_timeout_ms),
         queue: pipeline_queue,
+        workers: pipeline.workers.max(1),
         inputs: built_inputs,
         filters: built_filters,
         outputs: built_outputs,

@@ -18,6 +18,22 @@ It sends --count events over one client-streaming StoreEvent call (or
 
 "sent" is the number of events handed to gRPC. Bad arguments exit 2, as
 argparse does, and so does a failure to generate the stubs.
+
+With --format protobuf it can also send a real message of a user's own proto:
+--proto names the .proto file (--proto-root is protoc's include directory, by
+default the file's own directory), --message the full name of the message and
+--payload-json its contents as proto3 JSON, for example
+
+    --format protobuf --proto protos/examples/contact/addressbook.proto
+    --message contact.AddressBook --payload-json '{"id": "ab-1", "people": [
+        {"name": "John Doe", "phones": [{"number": "1", "type": "HOME"}]}]}'
+
+The proto is compiled at run time with grpc_tools.protoc (python_out) into the
+same kind of cache directory as the service stubs, keyed by the content of the
+proto and of everything it imports; the message is built with
+google.protobuf.json_format.Parse and its serialized bytes are the data of
+every event. The kind then defaults to the message's full name. A proto that
+does not compile, an unknown message or JSON that does not fit it exits 2.
 """
 
 from __future__ import annotations
@@ -44,12 +60,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--addr", required=True, metavar="HOST:PORT", help="server address")
     parser.add_argument("--count", type=int, default=100, metavar="N",
                         help="events per stream (default: 100)")
-    parser.add_argument("--kind", default="python.Event", help="event kind (default: python.Event)")
+    parser.add_argument("--kind", default=None,
+                        help="event kind (default: the --message name if given, else python.Event)")
     parser.add_argument("--id-prefix", default="py-", help="prefix of event ids (default: py-)")
     parser.add_argument("--format", choices=("json", "protobuf"), default="json",
                         help="format field of every event (default: json)")
     parser.add_argument("--payload-file", type=Path, metavar="PATH",
                         help="send this file's bytes as the data of every event")
+    parser.add_argument("--proto", type=Path, metavar="PATH",
+                        help="a .proto file that defines --message (needs --message)")
+    parser.add_argument("--proto-root", type=Path, metavar="DIR",
+                        help="include directory for protoc; --proto must be inside it "
+                             "(default: the directory of --proto)")
+    parser.add_argument("--message", metavar="FULL.NAME",
+                        help="with --format protobuf and --proto: send this message "
+                             "(e.g. contact.AddressBook) as the data of every event")
+    parser.add_argument("--payload-json", metavar="JSON",
+                        help="contents of --message as proto3 JSON (default: {}, the empty message)")
     parser.add_argument("--streams", type=int, default=1, metavar="K",
                         help="number of StoreEvent calls, made one after another (default: 1)")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
@@ -61,6 +88,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--streams must be at least 1")
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
+    if args.message is not None:
+        args.message = args.message.removeprefix(".")
+        if not args.message:
+            parser.error("--message must not be empty")
+        if args.format != "protobuf":
+            parser.error("--message needs --format protobuf")
+        if args.proto is None:
+            parser.error("--message needs --proto")
+        if args.payload_file is not None:
+            parser.error("--message and --payload-file cannot be used together")
+    else:
+        for option, value in (("--proto", args.proto), ("--proto-root", args.proto_root),
+                              ("--payload-json", args.payload_json)):
+            if value is not None:
+                parser.error(f"{option} needs --message")
+    if args.proto is not None:
+        if not args.proto.is_file():
+            parser.error(f"--proto: no such file: {args.proto}")
+        args.proto = args.proto.resolve()
+        if args.proto_root is None:
+            args.proto_root = args.proto.parent
+        elif not args.proto_root.is_dir():
+            parser.error(f"--proto-root: no such directory: {args.proto_root}")
+        args.proto_root = args.proto_root.resolve()
+        try:
+            args.proto.relative_to(args.proto_root)
+        except ValueError:
+            parser.error(f"--proto {args.proto} is not inside --proto-root {args.proto_root}")
+    if args.kind is None:
+        args.kind = args.message if args.message is not None else "python.Event"
     args.payload = None
     if args.payload_file is not None:
         try:
@@ -70,48 +127,142 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_stubs():
-    """Generates (once per proto content) and imports the Python stubs.
-
-    Returns the (eventstash_pb2, eventstash_pb2_grpc) modules.
-    """
+def tool_versions() -> str:
     from importlib.metadata import version
 
+    return f"grpcio-tools {version('grpcio-tools')} protobuf {version('protobuf')}"
+
+
+def well_known_dir() -> Path:
+    """protoc's include directory for google/protobuf/*.proto, shipped with grpc_tools."""
     import grpc_tools
+
+    return Path(grpc_tools.__file__).parent / "_proto"
+
+
+def cache_root() -> Path:
+    return Path(tempfile.gettempdir()) / "eventstash-py-stubs"
+
+
+def generate_cached(key: str, what: Path, protoc_args: list[str]) -> Path:
+    """Runs protoc once per key into a cache directory and returns that directory.
+
+    protoc_args are the arguments after the program name; "{out}" in them
+    stands for the directory to generate into.
+    """
     from grpc_tools import protoc
 
-    proto_path = PROTO_ROOT / PROTO_FILE
-    key = hashlib.sha256(proto_path.read_bytes())
-    key.update(f"grpcio-tools {version('grpcio-tools')} protobuf {version('protobuf')}".encode())
-
-    cache_root = Path(tempfile.gettempdir()) / "eventstash-py-stubs"
-    out_dir = cache_root / key.hexdigest()[:16]
+    root = cache_root()
+    out_dir = root / key
     if not out_dir.is_dir():
-        cache_root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
         # Generate into a private directory, then rename it into place, so that
         # clients started at the same time never see half-written stubs.
-        work_dir = Path(tempfile.mkdtemp(prefix="gen-", dir=cache_root))
-        well_known = Path(grpc_tools.__file__).parent / "_proto"
-        status = protoc.main([
-            "grpc_tools.protoc",
-            f"--proto_path={PROTO_ROOT}",
-            f"--proto_path={well_known}",
-            f"--python_out={work_dir}",
-            f"--grpc_python_out={work_dir}",
-            str(proto_path),
-        ])
+        work_dir = Path(tempfile.mkdtemp(prefix="gen-", dir=root))
+        status = protoc.main(["grpc_tools.protoc",
+                              *(arg.replace("{out}", str(work_dir)) for arg in protoc_args)])
         if status != 0:
             shutil.rmtree(work_dir, ignore_errors=True)
-            raise RuntimeError(f"grpc_tools.protoc failed on {proto_path} (status {status})")
+            raise RuntimeError(f"grpc_tools.protoc failed on {what} (status {status})")
         try:
             os.rename(work_dir, out_dir)
         except OSError:
             # Another client got there first; its stubs are the same.
             shutil.rmtree(work_dir, ignore_errors=True)
+    return out_dir
+
+
+def module_name(proto_name: str) -> str:
+    """The Python module protoc's python_out makes of a proto file name (a/b-c.proto -> a.b_c_pb2)."""
+    return proto_name.removesuffix(".proto").replace("-", "_").replace("/", ".") + "_pb2"
+
+
+def load_stubs():
+    """Generates (once per proto content) and imports the Python stubs.
+
+    Returns the (eventstash_pb2, eventstash_pb2_grpc) modules.
+    """
+    proto_path = PROTO_ROOT / PROTO_FILE
+    key = hashlib.sha256(proto_path.read_bytes())
+    key.update(tool_versions().encode())
+
+    out_dir = generate_cached(key.hexdigest()[:16], proto_path, [
+        f"--proto_path={PROTO_ROOT}",
+        f"--proto_path={well_known_dir()}",
+        "--python_out={out}",
+        "--grpc_python_out={out}",
+        str(proto_path),
+    ])
 
     sys.path.insert(0, str(out_dir))
     module = PROTO_FILE.removesuffix(".proto").replace("/", ".")
     return importlib.import_module(module + "_pb2"), importlib.import_module(module + "_pb2_grpc")
+
+
+def load_message_class(proto: Path, proto_root: Path, message: str):
+    """Compiles (once per content) the user's proto and returns the class of message.
+
+    protoc first writes a descriptor set of the proto and everything it
+    imports: that checks the proto, names the files to generate and, with the
+    proto's own bytes, makes the cache key, so an edited import is noticed too.
+    Then python_out generates every one of those files except the well-known
+    google/protobuf ones, which the protobuf runtime already has.
+    """
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from grpc_tools import protoc
+
+    rel = proto.relative_to(proto_root).as_posix()
+    include = [f"--proto_path={proto_root}", f"--proto_path={well_known_dir()}"]
+
+    with tempfile.TemporaryDirectory(prefix="eventstash-desc-") as tmp:
+        set_path = Path(tmp) / "set.pb"
+        status = protoc.main(["grpc_tools.protoc", *include, "--include_imports",
+                              f"--descriptor_set_out={set_path}", str(proto)])
+        if status != 0:
+            raise RuntimeError(f"grpc_tools.protoc failed on {proto} (status {status})")
+        set_bytes = set_path.read_bytes()
+    files = [f.name for f in descriptor_pb2.FileDescriptorSet.FromString(set_bytes).file]
+    to_generate = [name for name in files if not name.startswith("google/protobuf/")]
+
+    key = hashlib.sha256(b"message-proto\0")
+    key.update(tool_versions().encode() + b"\0")
+    key.update(rel.encode() + b"\0")
+    key.update(hashlib.sha256(proto.read_bytes()).digest())
+    key.update(hashlib.sha256(set_bytes).digest())
+    out_dir = generate_cached(key.hexdigest()[:16], proto, [
+        *include, "--python_out={out}", *(str(proto_root / name) for name in to_generate),
+    ])
+
+    sys.path.insert(0, str(out_dir))
+    module = importlib.import_module(module_name(rel))
+
+    try:
+        descriptor = descriptor_pool.Default().FindMessageTypeByName(message)
+    except KeyError:
+        known = sorted(all_message_names(module.DESCRIPTOR))
+        raise RuntimeError(f"no message {message} in {rel} or its imports"
+                           f" (messages of {rel}: {', '.join(known) or 'none'})") from None
+    return message_factory.GetMessageClass(descriptor)
+
+
+def all_message_names(file_descriptor) -> Iterator[str]:
+    """Full names of the messages of a file, nested ones included (map entries left out)."""
+    def walk(descriptor):
+        if not descriptor.GetOptions().map_entry:
+            yield descriptor.full_name
+        for nested in descriptor.nested_types:
+            yield from walk(nested)
+
+    for descriptor in file_descriptor.message_types_by_name.values():
+        yield from walk(descriptor)
+
+
+def build_message_payload(cls, payload_json: str) -> bytes:
+    """The bytes of message cls filled from proto3 JSON."""
+    from google.protobuf import json_format
+
+    message = json_format.Parse(payload_json, cls())
+    return message.SerializeToString()
 
 
 def make_requests(pb2, args: argparse.Namespace, stream: int, counter: list[int]) -> Iterator:
@@ -153,6 +304,21 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - report any setup failure plainly
         print(f"hfx_client: cannot load stubs for {PROTO_FILE}: {error}", file=sys.stderr)
         return 2
+
+    if args.message is not None:
+        try:
+            cls = load_message_class(args.proto, args.proto_root, args.message)
+        except Exception as error:  # noqa: BLE001 - report any setup failure plainly
+            print(f"hfx_client: cannot load message {args.message} from {args.proto}: {error}",
+                  file=sys.stderr)
+            return 2
+        payload_json = args.payload_json if args.payload_json is not None else "{}"
+        try:
+            args.payload = build_message_payload(cls, payload_json)
+        except Exception as error:  # noqa: BLE001 - json_format.ParseError and friends
+            print(f"hfx_client: --payload-json is not a valid {cls.DESCRIPTOR.full_name}: {error}",
+                  file=sys.stderr)
+            return 2
 
     import grpc
 

@@ -42,6 +42,8 @@ pub struct AgentOptions {
     pub pipe_stdout: bool,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Files written into the agent's directory before it starts.
+    pub files: Vec<(String, String)>,
 }
 
 impl AgentOptions {
@@ -50,6 +52,7 @@ impl AgentOptions {
             config: config.to_owned(),
             pipe_stdout: false,
             env: Vec::new(),
+            files: Vec::new(),
         }
     }
 }
@@ -87,6 +90,9 @@ impl Agent {
         let port = free_port();
         let config = options.config.replace("{port}", &port.to_string());
         fs::write(dir.path().join("pipeline.toml"), config).unwrap();
+        for (relative, text) in &options.files {
+            write_file(&dir.path().join(relative), text);
+        }
         let stderr = fs::File::create(dir.path().join("agent.log")).unwrap();
         let child = Command::new(EVENTSTASH)
             .args(["run", "-c", "pipeline.toml"])
@@ -185,6 +191,25 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Writes a file, creating its directories.
+pub fn write_file(path: &Path, text: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, text).unwrap();
+}
+
+/// Polls the agent's log until it contains `needle`.
+pub fn wait_for_log(agent: &Agent, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agent.log().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "log never said {needle:?}:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

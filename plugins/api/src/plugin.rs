@@ -58,6 +58,12 @@ pub trait Filter: Send + Sync {
     /// Changes the events in place. A filter that cannot handle an event
     /// flags it (for example `invalidProto`) instead of dropping it.
     fn apply(&self, events: &mut [Event]);
+
+    /// Re-reads what the filter loaded at start (on SIGHUP). On error the
+    /// filter must keep working with what it had.
+    fn reload(&self) -> Result<(), BoxError> {
+        Ok(())
+    }
 }
 
 /// A destination for events.

@@ -1,0 +1,93 @@
+//! Decode throughput of the protobuf filter alone: batches of 1,000
+//! `contact.AddressBook` events (HFXEventStash's example) through `apply`.
+//! Run with `cargo bench -p eventstash-filter-protobuf`.
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use eventstash_filter_protobuf::ProtobufFilterConfig;
+use eventstash_plugin_api::{Event, Filter, Format};
+use prost::Message as _;
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct AddressBook {
+    #[prost(string, tag = "1")]
+    id: String,
+    #[prost(message, repeated, tag = "2")]
+    people: Vec<Person>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Person {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, tag = "2")]
+    email: String,
+    #[prost(message, repeated, tag = "3")]
+    phones: Vec<PhoneNumber>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PhoneNumber {
+    #[prost(string, tag = "1")]
+    number: String,
+    #[prost(int32, tag = "2")]
+    r#type: i32,
+}
+
+const BATCH: usize = 1000;
+
+fn address_book(people: usize) -> Bytes {
+    let person = Person {
+        name: "John Doe".into(),
+        email: "john.doe@foo.bar".into(),
+        phones: vec![PhoneNumber {
+            number: "+55 (11) 1111-1111".into(),
+            r#type: 1,
+        }],
+    };
+    let book = AddressBook {
+        id: "ab-1".into(),
+        people: vec![person; people],
+    };
+    Bytes::from(book.encode_to_vec())
+}
+
+fn decode(c: &mut Criterion) {
+    let protos = format!("{}/../../protos/**/*.proto", env!("CARGO_MANIFEST_DIR"));
+    let config: ProtobufFilterConfig = toml::from_str(&format!("protos = {protos:?}")).unwrap();
+    let filter = config.build().unwrap();
+    let mut group = c.benchmark_group("protobuf_filter");
+    for people in [1, 3] {
+        let data = address_book(people);
+        let now = chrono::Utc::now();
+        let batch: Vec<Event> = (0..BATCH)
+            .map(|n| {
+                Event::new(
+                    Format::Protobuf,
+                    data.clone(),
+                    "contact.AddressBook".into(),
+                    n.to_string(),
+                    now,
+                )
+            })
+            .collect();
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function(
+            format!("address_book_{people}_people_{}_bytes", data.len()),
+            |b| {
+                b.iter_batched(
+                    || batch.clone(),
+                    |mut events| {
+                        filter.apply(&mut events);
+                        events
+                    },
+                    criterion::BatchSize::LargeInput,
+                )
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decode);
+criterion_main!(benches);

@@ -1,0 +1,109 @@
+//! The running filter: decodes PROTOBUF events, reloads its proto set.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+
+use eventstash_plugin_api::{BoxError, Event, Filter, Payload};
+use prost_reflect::SerializeOptions;
+use tracing::{debug, info, warn};
+
+use crate::config::JsonNames;
+use crate::decode::{DecodeError, decode_to_json};
+use crate::proto_set::{ProtoSet, ProtoSource};
+
+/// Kinds remembered for the one-warning-per-kind rule; past this, unknown
+/// kinds are only logged at DEBUG, so a producer sending random kinds
+/// cannot grow memory.
+const WARNED_KINDS_LIMIT: usize = 1024;
+
+/// Decodes PROTOBUF payloads with the current proto set.
+pub struct ProtobufFilter {
+    source: ProtoSource,
+    /// The current set; swapped whole by `reload`, read once per batch.
+    set: RwLock<Arc<ProtoSet>>,
+    options: SerializeOptions,
+    /// Kinds already warned about since the last reload.
+    warned: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for ProtobufFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProtobufFilter")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProtobufFilter {
+    pub(crate) fn new(source: ProtoSource, set: ProtoSet, json_names: JsonNames) -> ProtobufFilter {
+        let options = SerializeOptions::new()
+            .use_proto_field_name(json_names == JsonNames::Proto)
+            .skip_default_fields(true)
+            .stringify_64_bit_integers(true)
+            .use_enum_numbers(false);
+        ProtobufFilter {
+            source,
+            set: RwLock::new(Arc::new(set)),
+            options,
+            warned: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The proto set in use.
+    pub fn current(&self) -> Arc<ProtoSet> {
+        self.set
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn decode_event(&self, set: &ProtoSet, event: &mut Event) {
+        let Payload::Protobuf(bytes) = &event.payload else {
+            return;
+        };
+        match decode_to_json(&set.pool, &event.kind, bytes, &self.options) {
+            Ok(json) => event.payload = Payload::Json(json),
+            Err(error) => {
+                self.report(&event.kind, &error);
+                event.payload = Payload::InvalidProto(bytes.clone());
+            }
+        }
+    }
+
+    /// One warning per kind, then DEBUG: never a log line per event.
+    fn report(&self, kind: &str, error: &DecodeError) {
+        let mut warned = self
+            .warned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if warned.len() < WARNED_KINDS_LIMIT && warned.insert(kind.to_owned()) {
+            warn!(%kind, %error, "protobuf events of this kind are kept undecoded with invalidProto (warned once per kind)");
+        } else {
+            debug!(%kind, %error, "protobuf event kept undecoded");
+        }
+    }
+}
+
+impl Filter for ProtobufFilter {
+    fn apply(&self, events: &mut [Event]) {
+        let set = self.current();
+        for event in events {
+            self.decode_event(&set, event);
+        }
+    }
+
+    fn reload(&self) -> Result<(), BoxError> {
+        let set = ProtoSet::load(&self.source)?;
+        let (files, messages) = (set.files.len(), set.pool.all_messages().count());
+        *self
+            .set
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(set);
+        self.warned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+        info!(files, messages, "proto files reloaded");
+        Ok(())
+    }
+}

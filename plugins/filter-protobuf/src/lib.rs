@@ -1,0 +1,25 @@
+//! The protobuf filter: turns PROTOBUF payloads into JSON documents using
+//! `.proto` files read at run time, so producers can add message types
+//! without a rebuild of eventstash.
+//!
+//! The files matched by the `protos` glob are compiled in-process by protox
+//! (no protoc) into one `prost-reflect` descriptor pool. Each event's `kind`
+//! names its message; its bytes are decoded and written as the proto3
+//! canonical JSON mapping, as protobufjs' `toJSON()` did for HFXEventStash
+//! (enum names, 64-bit integers as strings, bytes as base64, lowerCamelCase
+//! names, default values left out). An event that cannot be decoded is kept
+//! with `invalidProto: true`. `reload` (on SIGHUP) compiles the files again
+//! and swaps the pool only if they compile.
+#![warn(missing_docs, unreachable_pub)]
+
+mod config;
+mod decode;
+mod filter;
+mod proto_set;
+
+pub use config::{JsonNames, ProtobufFilterConfig};
+pub use filter::ProtobufFilter;
+pub use proto_set::{ProtoSet, ProtoSetError};
+
+/// The plugin's `type` in pipeline files.
+pub const NAME: &str = "protobuf";

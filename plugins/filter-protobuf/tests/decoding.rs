@@ -1,0 +1,299 @@
+//! Golden tests of the protobuf filter: what producers' bytes become.
+
+use std::fs;
+use std::path::Path;
+
+use bytes::Bytes;
+use eventstash_filter_protobuf::ProtobufFilterConfig;
+use eventstash_plugin_api::{Event, Filter, Format, Payload};
+use prost::Message as _;
+use prost_reflect::{DescriptorPool, DynamicMessage};
+use serde_json::{Value, json};
+
+/// The repository's example protos.
+fn repo_protos() -> String {
+    format!("{}/../../protos/**/*.proto", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn filter_for(protos: &str, json_names: &str) -> Box<dyn Filter> {
+    let table = format!("protos = {protos:?}\njson_names = {json_names:?}\n");
+    Box::new(config(&table).build().unwrap())
+}
+
+fn config(table: &str) -> ProtobufFilterConfig {
+    toml::from_str(table).unwrap()
+}
+
+fn protobuf_event(kind: &str, bytes: Vec<u8>) -> Event {
+    Event::new(
+        Format::Protobuf,
+        Bytes::from(bytes),
+        kind.into(),
+        "1".into(),
+        chrono::Utc::now(),
+    )
+}
+
+fn decoded(filter: &dyn Filter, kind: &str, bytes: Vec<u8>) -> Value {
+    let mut events = vec![protobuf_event(kind, bytes)];
+    filter.apply(&mut events);
+    serde_json::to_value(&events[0]).unwrap()
+}
+
+// HFXEventStash's example message, encoded by prost (an independent encoder).
+#[derive(Clone, PartialEq, prost::Message)]
+struct AddressBook {
+    #[prost(string, tag = "1")]
+    id: String,
+    #[prost(message, repeated, tag = "2")]
+    people: Vec<Person>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Person {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, tag = "2")]
+    email: String,
+    #[prost(message, repeated, tag = "3")]
+    phones: Vec<PhoneNumber>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PhoneNumber {
+    #[prost(string, tag = "1")]
+    number: String,
+    #[prost(int32, tag = "2")]
+    r#type: i32,
+}
+
+fn address_book() -> Vec<u8> {
+    AddressBook {
+        id: "ab-1".into(),
+        people: vec![Person {
+            name: "John Doe".into(),
+            email: "john.doe@foo.bar".into(),
+            phones: vec![PhoneNumber {
+                number: "+55 (11) 1111-1111".into(),
+                r#type: 1,
+            }],
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn address_book_decodes_to_the_reference_document() {
+    let filter = filter_for(&repo_protos(), "camel");
+    let document = decoded(filter.as_ref(), "contact.AddressBook", address_book());
+    // The PROTOBUF document of ../shared/reference/hfx-eventstash/README.md.
+    let expected = json!({"id":"ab-1","people":[{"name":"John Doe","email":"john.doe@foo.bar","phones":[{"number":"+55 (11) 1111-1111","type":"HOME"}]}]});
+    assert_eq!(document["data"], expected);
+    assert_eq!(document["format"], "PROTOBUF");
+    assert_eq!(document["index"], "contact-address-book");
+    assert!(document.get("raw").is_none() && document.get("invalidProto").is_none());
+}
+
+const KITCHEN: &str = r#"
+syntax = "proto3";
+package kitchen.v1;
+import "google/protobuf/timestamp.proto";
+import "google/protobuf/any.proto";
+import "kitchen/v1/common.proto";
+
+message Sink {
+  enum Colour { COLOUR_UNSPECIFIED = 0; RED = 1; BLUE = 2; }
+  string display_name = 1;
+  int64 big_signed = 2;
+  uint64 big_unsigned = 3;
+  bytes blob = 4;
+  Colour colour = 5;
+  repeated int32 counts = 6;
+  map<string, int64> totals = 7;
+  oneof choice { string text = 8; Tap tap = 9; }
+  google.protobuf.Timestamp at = 10;
+  google.protobuf.Any extra = 11;
+  repeated Tap taps = 12;
+  double ratio = 13;
+  bool clean = 14;
+}
+"#;
+
+const COMMON: &str = r#"
+syntax = "proto3";
+package kitchen.v1;
+message Tap { string side = 1; Flow flow = 2; }
+message Flow { uint32 litres_per_minute = 1; }
+"#;
+
+fn kitchen_protos() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("protos/kitchen/v1");
+    fs::create_dir_all(&root).unwrap();
+    fs::write(root.join("sink.proto"), KITCHEN).unwrap();
+    fs::write(root.join("common.proto"), COMMON).unwrap();
+    let glob = format!("{}/protos/**/*.proto", dir.path().display());
+    (dir, glob)
+}
+
+/// Encodes canonical JSON with prost-reflect, from the same files.
+fn encode(glob_dir: &Path, message: &str, value: &Value) -> Vec<u8> {
+    let mut compiler = protox::Compiler::new([glob_dir.join("protos")]).unwrap();
+    compiler.open_file("kitchen/v1/sink.proto").unwrap();
+    let pool: DescriptorPool = compiler.descriptor_pool();
+    let descriptor = pool.get_message_by_name(message).unwrap();
+    let message = DynamicMessage::deserialize(descriptor, value).unwrap();
+    message.encode_to_vec()
+}
+
+fn kitchen_sink() -> Value {
+    json!({
+        "displayName": "main sink",
+        "bigSigned": "-9007199254740993",
+        "bigUnsigned": "18446744073709551615",
+        "blob": "AAEC/w==",
+        "colour": "BLUE",
+        "counts": [1, 2, 3],
+        "totals": {"a": "1", "b": "-2"},
+        "tap": {"side": "left", "flow": {"litresPerMinute": 12}},
+        "at": "2026-11-23T09:01:40.500Z",
+        "extra": {"@type": "type.googleapis.com/kitchen.v1.Flow", "litresPerMinute": 3},
+        "taps": [{"side": "a"}, {"side": "b", "flow": {}}],
+        "ratio": 0.25,
+        "clean": true
+    })
+}
+
+#[test]
+fn every_kind_of_field_follows_the_proto3_json_mapping() {
+    let (dir, glob) = kitchen_protos();
+    let filter = filter_for(&glob, "camel");
+    let bytes = encode(dir.path(), "kitchen.v1.Sink", &kitchen_sink());
+    let document = decoded(filter.as_ref(), "kitchen.v1.Sink", bytes);
+    assert_eq!(document["data"], kitchen_sink());
+}
+
+#[test]
+fn proto_field_names_on_request() {
+    let (dir, glob) = kitchen_protos();
+    let filter = filter_for(&glob, "proto");
+    let bytes = encode(
+        dir.path(),
+        "kitchen.v1.Sink",
+        &json!({"displayName": "x", "tap": {"flow": {"litresPerMinute": 1}}}),
+    );
+    let document = decoded(filter.as_ref(), "kitchen.v1.Sink", bytes);
+    assert_eq!(
+        document["data"],
+        json!({"display_name": "x", "tap": {"flow": {"litres_per_minute": 1}}})
+    );
+}
+
+#[test]
+fn default_values_are_left_out_like_protobufjs_to_json() {
+    let filter = filter_for(&repo_protos(), "camel");
+    let bytes = AddressBook {
+        id: String::new(),
+        people: vec![Person {
+            name: "A".into(),
+            email: String::new(),
+            phones: vec![PhoneNumber {
+                number: "1".into(),
+                r#type: 0,
+            }],
+        }],
+    }
+    .encode_to_vec();
+    let document = decoded(filter.as_ref(), "contact.AddressBook", bytes);
+    assert_eq!(
+        document["data"],
+        json!({"people":[{"name":"A","phones":[{"number":"1"}]}]})
+    );
+}
+
+#[test]
+fn unknown_kinds_and_broken_bytes_are_kept_and_flagged() {
+    let filter = filter_for(&repo_protos(), "camel");
+    let mut truncated = address_book();
+    truncated.truncate(truncated.len() - 5);
+    for (kind, bytes) in [
+        ("contact.NoSuchBook", address_book()),
+        ("contact.AddressBook", truncated.clone()),
+        ("contact.AddressBook", vec![0xff, 0xff, 0xff]),
+    ] {
+        let document = decoded(filter.as_ref(), kind, bytes.clone());
+        assert_eq!(document["invalidProto"], true, "{kind} {bytes:?}");
+        let raw = document["raw"].as_str().unwrap();
+        assert_eq!(raw, base64_of(&bytes));
+        assert!(document.get("data").is_none());
+    }
+}
+
+#[test]
+fn json_events_pass_through_untouched() {
+    let filter = filter_for(&repo_protos(), "camel");
+    let mut events = vec![Event::new(
+        Format::Json,
+        Bytes::from_static(b"{\"a\":1}"),
+        "contact.AddressBook".into(),
+        "1".into(),
+        chrono::Utc::now(),
+    )];
+    filter.apply(&mut events);
+    assert!(matches!(&events[0].payload, Payload::Json(raw) if raw.get() == "{\"a\":1}"));
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    let event = protobuf_event("x", bytes.to_vec());
+    serde_json::to_value(&event).unwrap()["raw"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_glob_matching_nothing_or_a_broken_file_fails_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let filter_config = config(&format!(
+        "protos = {:?}",
+        format!("{}/none/**/*.proto", dir.path().display())
+    ));
+    let error = filter_config.build().unwrap_err().to_string();
+    assert!(error.contains("matches no file"), "{error}");
+
+    fs::write(
+        dir.path().join("broken.proto"),
+        "syntax = \"proto3\";\nmessage A {\n  strin x = 1;\n}\n",
+    )
+    .unwrap();
+    let filter_config = config(&format!(
+        "protos = {:?}",
+        format!("{}/*.proto", dir.path().display())
+    ));
+    let error = filter_config.build().unwrap_err().to_string();
+    assert!(error.contains("broken.proto"), "{error}");
+    assert!(error.contains(":3:"), "the error names the line: {error}");
+}
+
+mod random_bytes {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn never_panic_and_either_decode_or_keep_the_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let filter = filter_for(&repo_protos(), "camel");
+            let mut events = vec![protobuf_event("contact.AddressBook", bytes.clone())];
+            filter.apply(&mut events);
+            match &events[0].payload {
+                Payload::Json(raw) => {
+                    // Bytes that happen to be a valid encoding decode to valid JSON.
+                    prop_assert!(serde_json::from_str::<Value>(raw.get()).is_ok());
+                }
+                Payload::InvalidProto(kept) => prop_assert_eq!(kept.as_ref(), bytes.as_slice()),
+                other => prop_assert!(false, "unexpected payload {:?}", other),
+            }
+        }
+    }
+}
