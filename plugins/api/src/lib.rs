@@ -11,16 +11,22 @@
 
 mod ack;
 mod batch;
+mod dead_letter;
 mod event;
 mod kebab;
+pub mod metrics;
 mod plugin;
+mod retry;
 mod template;
 
 pub use ack::{AckError, AckHandle, AckWait, ack_group};
 pub use batch::{EventBatch, OutputBatch};
+pub use dead_letter::{DeadLetterError, DeadLetterFile};
 pub use event::{Event, Format, Payload};
 pub use kebab::kebab_case;
+pub use metrics::{OutputMetrics, PluginContext};
 pub use plugin::{BoxError, EventSink, Filter, Input, InputContext, Output, SinkClosed};
+pub use retry::Backoff;
 pub use template::{FieldTemplate, TemplateError, path_segment_escape};
 
 /// Re-exported so that plugins name the same cancellation type as the engine.
