@@ -58,9 +58,7 @@ pub async fn check(addr: &str, timeout: Duration) -> Result<ServingStatus, Healt
             source,
         })?;
     let response = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
+        .check(HealthCheckRequest { service: String::new() })
         .await
         .map_err(|source| HealthcheckError::Check {
             addr: addr.to_owned(),

@@ -7,7 +7,9 @@
 
 pub mod app;
 pub mod config;
+pub mod health;
 pub mod healthcheck;
+mod metrics;
 mod output_driver;
 pub mod pipeline;
 pub mod queue;

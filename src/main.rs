@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use eventstash::app::{self, RunOutcome};
-use eventstash::config;
+use eventstash::config::{self, LogFormat};
 use eventstash::healthcheck;
 use tracing::level_filters::LevelFilter;
 
@@ -49,11 +49,7 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -62,14 +58,14 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run { config } => {
-            let pipelines =
-                match config::expand_paths(&config).and_then(|files| config::load_all(&files)) {
-                    Ok(pipelines) => pipelines,
-                    Err(error) => {
-                        eprintln!("error: {error}");
-                        return ExitCode::from(EXIT_CONFIG);
-                    }
-                };
+            let pipelines = match config::expand_paths(&config).and_then(|files| config::load_all(&files)) {
+                Ok(pipelines) => pipelines,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            init_logging(pipelines.iter().find_map(|p| p.log_format));
             let code = match runtime.block_on(app::run(pipelines)) {
                 Ok(RunOutcome::Drained) => 0,
                 Ok(RunOutcome::InputFailed | RunOutcome::Unfinished) => 1,
@@ -82,6 +78,7 @@ fn main() -> ExitCode {
             std::process::exit(code);
         }
         Command::Validate { config } => {
+            init_logging(None);
             match config::expand_paths(&config).and_then(|files| config::load_all(&files)) {
                 Ok(pipelines) => {
                     for p in pipelines {
@@ -103,6 +100,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Healthcheck { addr, timeout_ms } => {
+            init_logging(None);
             match runtime.block_on(healthcheck::check(&addr, Duration::from_millis(timeout_ms))) {
                 Ok(status) => {
                     println!("{addr}: {}", status.as_str_name());
@@ -122,16 +120,23 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr (stdout belongs to the stdout output), at `LOG_LEVEL`
-/// (error, warn, info, debug, trace; default info).
-fn init_logging() {
+/// (error, warn, info, debug, trace; default info), as text or JSON: the
+/// pipeline's `log_format`, else `LOG_FORMAT`, else text.
+fn init_logging(format: Option<LogFormat>) {
     let level = std::env::var("LOG_LEVEL")
         .ok()
         .and_then(|level| level.parse::<LevelFilter>().ok())
         .unwrap_or(LevelFilter::INFO);
-    tracing_subscriber::fmt()
+    let format = format.unwrap_or_else(|| match std::env::var("LOG_FORMAT").as_deref() {
+        Ok("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    });
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
         .with_max_level(level)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 }

@@ -1,5 +1,5 @@
 //! Drives one output: gathers batches from its queue, writes them, settles
-//! their acks.
+//! their acks, and keeps the output's metrics and health.
 //!
 //! A batch is written when it reaches the output's size or byte limit, when
 //! its first event has waited `batch_delay_ms`, or at once when it holds the
@@ -9,15 +9,22 @@
 //! waits for its writes and closes the output: that is the drain.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use eventstash_plugin_api::{AckHandle, Event, Output, OutputBatch};
+use eventstash_plugin_api::{AckHandle, ComponentHealth, Event, LogThrottle, Output, OutputBatch};
+use metrics::{Counter, Histogram, counter, histogram};
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, error, info};
 
-use crate::config::BatchSettings;
+use crate::config::{BatchSettings, OutputPlugin};
+use crate::metrics::{BATCH_EVENTS, BATCH_SECONDS, EVENTS_FAILED, EVENTS_OUT};
 use crate::queue::{QueueReceiver, Queued};
+
+/// At most one "could not store" error line per output per this interval.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What the pipeline puts on an output's queue: one input batch's events,
 /// shared with the other outputs, and this output's claim on their ack.
@@ -61,72 +68,134 @@ impl PendingWrite {
     }
 }
 
-/// Runs until the queue is closed and drained, then closes the output.
-pub(crate) async fn drive_output(
+/// Everything a write needs, shared by the concurrent writes of one output.
+struct Writer {
     id: String,
     output: Arc<dyn Output>,
-    mut queue: QueueReceiver<OutputItem>,
+    health: ComponentHealth,
+    out: Counter,
+    failed: Counter,
+    batch_events: Histogram,
+    batch_seconds: Histogram,
+    delivered: Arc<AtomicU64>,
+    error_log: LogThrottle,
+}
+
+/// One output and its batching loop.
+pub(crate) struct OutputDriver {
+    writer: Arc<Writer>,
     settings: BatchSettings,
-) {
-    let mut writes = JoinSet::new();
-    while let Some(first) = queue.recv().await {
-        let mut pending = PendingWrite::new();
-        pending.push(first);
-        let deadline = Instant::now() + settings.delay;
-        while !pending.is_ready(&settings) {
-            // Take what is already queued before arming the timer.
-            let next = match queue.try_recv() {
-                Ok(item) => Some(item),
-                Err(TryRecvError::Disconnected) => None,
-                Err(TryRecvError::Empty) => tokio::select! {
-                    item = queue.recv() => item,
-                    () = sleep_until(deadline) => break,
-                },
-            };
-            match next {
-                Some(item) => pending.push(item),
-                None => break,
-            }
+}
+
+impl OutputDriver {
+    pub(crate) fn new(pipeline: &str, plugin: OutputPlugin) -> OutputDriver {
+        let labels = [("pipeline", pipeline.to_owned()), ("plugin", plugin.id.clone())];
+        let writer = Writer {
+            output: plugin.output,
+            health: plugin.health,
+            out: counter!(EVENTS_OUT, &labels),
+            failed: counter!(EVENTS_FAILED, &labels),
+            batch_events: histogram!(BATCH_EVENTS, &labels),
+            batch_seconds: histogram!(BATCH_SECONDS, &labels),
+            delivered: Arc::new(AtomicU64::new(0)),
+            error_log: LogThrottle::new(ERROR_LOG_INTERVAL),
+            id: plugin.id,
+        };
+        OutputDriver {
+            writer: Arc::new(writer),
+            settings: plugin.batch,
         }
-        while writes.len() >= settings.concurrency {
-            writes.join_next().await;
-        }
-        writes.spawn(write(id.clone(), output.clone(), pending));
     }
-    while writes.join_next().await.is_some() {}
-    match output.close().await {
-        Ok(()) => info!(output = %id, "output drained and closed"),
-        Err(error) => {
-            error!(output = %id, %error, "output failed to close; its last writes may not be synced")
+
+    pub(crate) fn id(&self) -> &str {
+        &self.writer.id
+    }
+
+    /// Events this output has stored, for the drain report.
+    pub(crate) fn delivered_counter(&self) -> Arc<AtomicU64> {
+        self.writer.delivered.clone()
+    }
+
+    /// Runs until the queue is closed and drained, then closes the output.
+    pub(crate) async fn run(self, mut queue: QueueReceiver<OutputItem>) {
+        let settings = self.settings;
+        let mut writes = JoinSet::new();
+        while let Some(first) = queue.recv().await {
+            let mut pending = PendingWrite::new();
+            pending.push(first);
+            let deadline = Instant::now() + settings.delay;
+            while !pending.is_ready(&settings) {
+                // Take what is already queued before arming the timer.
+                let next = match queue.try_recv() {
+                    Ok(item) => Some(item),
+                    Err(TryRecvError::Disconnected) => None,
+                    Err(TryRecvError::Empty) => tokio::select! {
+                        item = queue.recv() => item,
+                        () = sleep_until(deadline) => break,
+                    },
+                };
+                match next {
+                    Some(item) => pending.push(item),
+                    None => break,
+                }
+            }
+            while writes.len() >= settings.concurrency {
+                writes.join_next().await;
+            }
+            writes.spawn(self.writer.clone().write(pending));
+        }
+        while writes.join_next().await.is_some() {}
+        let id = &self.writer.id;
+        match self.writer.output.close().await {
+            Ok(()) => info!(output = %id, "output drained and closed"),
+            Err(error) => error!(output = %id, %error, "output failed to close; its last writes may not be synced"),
         }
     }
 }
 
-/// Writes one batch and settles its claims with the outcome.
-async fn write(id: String, output: Arc<dyn Output>, pending: PendingWrite) {
-    let mut batch = OutputBatch::default();
-    for queued in &pending.items {
-        batch.push(queued.item.events.clone());
+impl Writer {
+    /// Writes one batch and settles its claims with the outcome.
+    async fn write(self: Arc<Self>, pending: PendingWrite) {
+        let mut batch = OutputBatch::default();
+        for queued in &pending.items {
+            batch.push(queued.item.events.clone());
+        }
+        if batch.is_empty() {
+            // Only flush markers: nothing to write, nothing to wait for.
+            settle(pending.items, Ok(()));
+            return;
+        }
+        let events = batch.len() as u64;
+        let started = Instant::now();
+        let outcome = self.output.write(batch).await;
+        let elapsed = started.elapsed();
+        self.batch_events.record(events as f64);
+        self.batch_seconds.record(elapsed.as_secs_f64());
+        match &outcome {
+            Ok(()) => {
+                debug!(output = %self.id, events, ?elapsed, "batch written");
+                self.out.increment(events);
+                self.delivered.fetch_add(events, Ordering::Relaxed);
+                if self.health.snapshot().failing_since.is_some() {
+                    info!(output = %self.id, "output recovered");
+                    self.error_log.reset();
+                }
+                self.health.recovered();
+            }
+            Err(error) => {
+                self.failed.increment(events);
+                self.health.failing(error.to_string());
+                if let Some(suppressed) = self.error_log.allow() {
+                    error!(
+                        output = %self.id, events, %error, suppressed,
+                        "output could not store a batch; its producers get an error instead of success"
+                    );
+                }
+            }
+        }
+        let id = &self.id;
+        settle(pending.items, outcome.map_err(|e| format!("output {id}: {e}")));
     }
-    if batch.is_empty() {
-        // Only flush markers: nothing to write, nothing to wait for.
-        settle(pending.items, Ok(()));
-        return;
-    }
-    let events = batch.len();
-    let started = Instant::now();
-    let outcome = output.write(batch).await;
-    match &outcome {
-        Ok(()) => debug!(output = %id, events, elapsed = ?started.elapsed(), "batch written"),
-        Err(error) => error!(
-            output = %id, events, %error,
-            "output could not store a batch; its producers get an error instead of success"
-        ),
-    }
-    settle(
-        pending.items,
-        outcome.map_err(|e| format!("output {id}: {e}")),
-    );
 }
 
 fn settle(items: Vec<Queued<OutputItem>>, outcome: Result<(), String>) {

@@ -8,22 +8,30 @@
 //! what is left and ends, the output queues close, and each driver writes
 //! what is left and closes its output.
 
+use std::collections::HashSet;
 use std::pin::pin;
 use std::sync::Arc;
-
-use futures::StreamExt as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use eventstash_plugin_api::{
-    CancellationToken, EventBatch, EventSink, Filter, InputContext, SinkClosed,
+    CancellationToken, Event, EventBatch, EventSink, Filter, InputContext, Payload, SinkClosed,
 };
-use tokio::sync::mpsc;
+use futures::StreamExt as _;
+use metrics::{Counter, counter};
+use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::{FilterPlugin, PipelineConfig};
-use crate::output_driver::{OutputItem, drive_output};
-use crate::queue::{QueueGauge, QueueReceiver, QueueSender, Queued, bounded};
+use crate::health::{OutputHealth, QueueReading};
+use crate::metrics::{EVENTS_IN, INVALID_EVENTS, RELOADS};
+use crate::output_driver::{OutputDriver, OutputItem};
+use crate::queue::{QueueReceiver, QueueSender, Queued, bounded};
+
+/// Distinct `kind` labels on the invalid-event counter; producers choose
+/// kinds, so past this they are counted as `other` to bound the series.
+const INVALID_KIND_LABELS: usize = 100;
 
 /// An input that failed: the agent stops.
 #[derive(Debug)]
@@ -34,12 +42,14 @@ pub struct InputFailure {
     pub error: String,
 }
 
-/// A started pipeline: its tasks and the gauges to report what is left.
+/// A started pipeline: its tasks, and what health and reports read.
 pub struct RunningPipeline {
     /// `[pipeline] id`.
     pub id: String,
     tasks: TaskTracker,
-    gauges: Vec<(String, QueueGauge)>,
+    queues: Vec<QueueReading>,
+    outputs: Vec<(String, Arc<AtomicU64>)>,
+    events_in: Arc<AtomicU64>,
     /// The filters, for SIGHUP reloads.
     filters: Vec<(String, Arc<dyn Filter>)>,
 }
@@ -48,6 +58,8 @@ pub struct RunningPipeline {
 struct PipelineSink {
     queue: QueueSender<EventBatch>,
     max_batch_events: usize,
+    events_in: Counter,
+    total_in: Arc<AtomicU64>,
 }
 
 #[async_trait]
@@ -74,59 +86,71 @@ impl EventSink for PipelineSink {
 impl PipelineSink {
     async fn enqueue(&self, batch: EventBatch) -> Result<(), SinkClosed> {
         let (events, bytes) = (batch.events.len(), batch.size_estimate());
-        self.queue
-            .send(batch, events, bytes)
-            .await
-            .map_err(|_| SinkClosed)
+        self.queue.send(batch, events, bytes).await.map_err(|_| SinkClosed)?;
+        self.events_in.increment(events as u64);
+        self.total_in.fetch_add(events as u64, Ordering::Relaxed);
+        Ok(())
     }
 }
 
-/// Starts every stage of `config`. Input failures are reported on `failures`.
+/// Starts every stage of `config`. Input failures are reported on
+/// `failures`; inputs mirror `serving` in their health protocols.
 pub fn start(
     config: PipelineConfig,
     shutdown: CancellationToken,
     failures: mpsc::UnboundedSender<InputFailure>,
+    serving: watch::Receiver<bool>,
 ) -> RunningPipeline {
     let tasks = TaskTracker::new();
-    let mut gauges = Vec::new();
     let pipeline_id = config.id.clone();
+    let mut queues = Vec::new();
+    let mut outputs = Vec::new();
 
     let mut output_queues = Vec::with_capacity(config.outputs.len());
     for output in config.outputs {
         let (sender, receiver) = bounded::<OutputItem>(output.queue);
-        gauges.push((format!("output {}", output.id), sender.gauge()));
+        queues.push(QueueReading {
+            pipeline: pipeline_id.clone(),
+            queue: format!("output {}", output.id),
+            gauge: sender.gauge(),
+        });
         output_queues.push(sender);
-        tasks.spawn(drive_output(
-            output.id,
-            output.output,
-            receiver,
-            output.batch,
-        ));
+        let driver = OutputDriver::new(&pipeline_id, output);
+        outputs.push((driver.id().to_owned(), driver.delivered_counter()));
+        tasks.spawn(driver.run(receiver));
     }
 
     let (pipeline_queue, pipeline_receiver) = bounded::<EventBatch>(config.queue);
-    gauges.insert(0, ("pipeline queue".to_owned(), pipeline_queue.gauge()));
+    queues.insert(
+        0,
+        QueueReading {
+            pipeline: pipeline_id.clone(),
+            queue: "pipeline".to_owned(),
+            gauge: pipeline_queue.gauge(),
+        },
+    );
     let filters = config
         .filters
         .iter()
         .map(|f| (f.id.clone(), f.filter.clone()))
         .collect();
-    tasks.spawn(run_filters(
-        config.filters,
-        pipeline_receiver,
-        output_queues,
-        config.workers,
-    ));
+    let stage = FilterStage::new(&pipeline_id, config.filters);
+    tasks.spawn(stage.run(pipeline_receiver, output_queues, config.workers));
 
+    let events_in = Arc::new(AtomicU64::new(0));
     let max_batch_events = config.queue.max_events.clamp(1, 4096);
     for input in config.inputs {
+        let labels = [("pipeline", pipeline_id.clone()), ("plugin", input.id.clone())];
         let ctx = InputContext {
-            id: input.id.clone(),
+            context: input.context,
             sink: Box::new(PipelineSink {
                 queue: pipeline_queue.clone(),
                 max_batch_events,
+                events_in: counter!(EVENTS_IN, &labels),
+                total_in: events_in.clone(),
             }),
             shutdown: shutdown.clone(),
+            serving: serving.clone(),
         };
         let failures = failures.clone();
         let name = format!("{pipeline_id}/{}", input.id);
@@ -147,58 +171,90 @@ pub fn start(
     RunningPipeline {
         id: pipeline_id,
         tasks,
-        gauges,
+        queues,
+        outputs,
+        events_in,
         filters,
     }
 }
 
-/// The filter stage: applies the filters to each batch and fans it out to
-/// every output queue, waiting on a full one.
-///
-/// Filtering is CPU work (protobuf decoding), so up to `workers` batches are
-/// filtered at once on the runtime's threads; `buffered` hands them on in
-/// queue order, so a stream's events keep their order in every output.
-async fn run_filters(
-    filters: Vec<FilterPlugin>,
-    queue: QueueReceiver<EventBatch>,
-    outputs: Vec<QueueSender<OutputItem>>,
-    workers: usize,
-) {
-    let filters: Arc<[Arc<dyn Filter>]> = filters.into_iter().map(|f| f.filter).collect();
-    let batches = futures::stream::unfold(queue, |mut queue| async move {
-        queue.recv().await.map(|queued| (queued, queue))
-    });
-    let mut filtered = pin!(
-        batches
-            .map(|queued| apply_filters(filters.clone(), queued))
-            .buffered(workers.max(1))
-    );
-    while let Some(queued) = filtered.next().await {
-        let Some(queued) = queued else { continue };
-        let (events_count, bytes) = (queued.events, queued.bytes);
-        let EventBatch { events, ack, flush } = queued.item;
-        let events = Arc::new(events);
-        for (output, ack) in outputs.iter().zip(ack.fan_out(outputs.len())) {
-            let item = OutputItem {
-                events: events.clone(),
-                ack,
-                flush,
-            };
-            if output.send(item, events_count, bytes).await.is_err() {
-                // The claim inside the item is dropped unsettled: its
-                // producer gets an error, never a false success.
-                warn!("an output queue is closed; events for it are reported as failed");
+/// The filter stage: applies the filters to each batch, counts what stays
+/// undecoded, and fans each batch out to every output queue, waiting on a
+/// full one.
+struct FilterStage {
+    pipeline: String,
+    filters: Arc<[Arc<dyn Filter>]>,
+    /// Kinds that already have their own invalid-event label.
+    invalid_kinds: HashSet<String>,
+}
+
+impl FilterStage {
+    fn new(pipeline: &str, filters: Vec<FilterPlugin>) -> FilterStage {
+        FilterStage {
+            pipeline: pipeline.to_owned(),
+            filters: filters.into_iter().map(|f| f.filter).collect(),
+            invalid_kinds: HashSet::new(),
+        }
+    }
+
+    /// Filtering is CPU work (protobuf decoding), so up to `workers` batches
+    /// are filtered at once on the runtime's threads; `buffered` hands them
+    /// on in queue order, so a stream's events keep their order everywhere.
+    async fn run(mut self, queue: QueueReceiver<EventBatch>, outputs: Vec<QueueSender<OutputItem>>, workers: usize) {
+        let batches = futures::stream::unfold(queue, |mut queue| async move {
+            queue.recv().await.map(|queued| (queued, queue))
+        });
+        let filters = self.filters.clone();
+        let mut filtered = pin!(
+            batches
+                .map(|queued| apply_filters(filters.clone(), queued))
+                .buffered(workers.max(1))
+        );
+        while let Some(queued) = filtered.next().await {
+            let Some(queued) = queued else { continue };
+            self.count_invalid(&queued.item.events);
+            let (events_count, bytes) = (queued.events, queued.bytes);
+            let EventBatch { events, ack, flush } = queued.item;
+            let events = Arc::new(events);
+            for (output, ack) in outputs.iter().zip(ack.fan_out(outputs.len())) {
+                let item = OutputItem {
+                    events: events.clone(),
+                    ack,
+                    flush,
+                };
+                if output.send(item, events_count, bytes).await.is_err() {
+                    // The claim inside the item is dropped unsettled: its
+                    // producer gets an error, never a false success.
+                    warn!("an output queue is closed; events for it are reported as failed");
+                }
             }
+        }
+    }
+
+    fn count_invalid(&mut self, events: &[Event]) {
+        for event in events {
+            let reason = match event.payload {
+                Payload::InvalidJson { .. } => "invalidJson",
+                Payload::InvalidProto(_) => "invalidProto",
+                _ => continue,
+            };
+            let kind = if self.invalid_kinds.contains(&event.kind) {
+                event.kind.clone()
+            } else if self.invalid_kinds.len() < INVALID_KIND_LABELS {
+                self.invalid_kinds.insert(event.kind.clone());
+                event.kind.clone()
+            } else {
+                "other".to_owned()
+            };
+            counter!(INVALID_EVENTS, "pipeline" => self.pipeline.clone(), "kind" => kind, "reason" => reason)
+                .increment(1);
         }
     }
 }
 
 /// Runs the filters over one batch on a runtime thread of its own. A filter
 /// that panics loses the batch's claims, so its producers get an error.
-async fn apply_filters(
-    filters: Arc<[Arc<dyn Filter>]>,
-    mut queued: Queued<EventBatch>,
-) -> Option<Queued<EventBatch>> {
+async fn apply_filters(filters: Arc<[Arc<dyn Filter>]>, mut queued: Queued<EventBatch>) -> Option<Queued<EventBatch>> {
     if filters.is_empty() || queued.item.events.is_empty() {
         return Some(queued);
     }
@@ -226,21 +282,58 @@ impl RunningPipeline {
     /// Reloads every filter (SIGHUP); a filter that fails keeps what it had.
     pub fn reload_filters(&self) {
         for (id, filter) in &self.filters {
-            match filter.reload() {
-                Ok(()) => info!(pipeline = %self.id, filter = %id, "filter reloaded"),
-                Err(error) => {
-                    error!(pipeline = %self.id, filter = %id, %error, "reload failed; the filter keeps its previous state")
+            let outcome = match filter.reload() {
+                Ok(()) => {
+                    info!(pipeline = %self.id, filter = %id, "filter reloaded");
+                    "ok"
                 }
-            }
+                Err(error) => {
+                    error!(pipeline = %self.id, filter = %id, %error, "reload failed; the filter keeps its previous state");
+                    "failed"
+                }
+            };
+            counter!(RELOADS, "pipeline" => self.id.clone(), "plugin" => id.clone(), "outcome" => outcome).increment(1);
         }
+    }
+
+    /// The queues, for health and metrics.
+    pub(crate) fn queue_readings(&self) -> impl Iterator<Item = QueueReading> + '_ {
+        self.queues.iter().map(|q| QueueReading {
+            pipeline: q.pipeline.clone(),
+            queue: q.queue.clone(),
+            gauge: q.gauge.clone(),
+        })
+    }
+
+    /// Events received and, per output, events stored so far.
+    pub fn counts(&self) -> (u64, Vec<(String, u64)>) {
+        let outputs = self
+            .outputs
+            .iter()
+            .map(|(id, delivered)| (id.clone(), delivered.load(Ordering::Relaxed)))
+            .collect();
+        (self.events_in.load(Ordering::Relaxed), outputs)
     }
 
     /// What each queue still holds, for the report of an unfinished drain.
     pub fn leftovers(&self) -> Vec<(String, usize, usize)> {
-        self.gauges
+        self.queues
             .iter()
-            .map(|(name, gauge)| (name.clone(), gauge.events(), gauge.bytes()))
+            .map(|q| (q.queue.clone(), q.gauge.events(), q.gauge.bytes()))
             .filter(|(_, events, _)| *events > 0)
             .collect()
     }
+}
+
+/// Output health cells of a pipeline's config, registered before it starts.
+pub(crate) fn output_health(config: &PipelineConfig) -> Vec<OutputHealth> {
+    config
+        .outputs
+        .iter()
+        .map(|o| OutputHealth {
+            pipeline: config.id.clone(),
+            output: o.id.clone(),
+            health: o.health.clone(),
+        })
+        .collect()
 }

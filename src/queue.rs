@@ -82,29 +82,14 @@ impl<T> QueueSender<T> {
     /// Queues `item`, waiting until there is room for its events and bytes.
     /// An item larger than the whole queue waits for the queue to be empty,
     /// then takes all of it, so it is never stuck.
-    pub(crate) async fn send(
-        &self,
-        item: T,
-        events: usize,
-        bytes: usize,
-    ) -> Result<(), QueueClosed> {
+    pub(crate) async fn send(&self, item: T, events: usize, bytes: usize) -> Result<(), QueueClosed> {
         let permits = if events == 0 && bytes == 0 {
             None
         } else {
             let event_permits = events.min(self.gauge.limits.max_events) as u32;
             let byte_permits = bytes.min(self.gauge.limits.max_bytes) as u32;
-            let events_held = self
-                .gauge
-                .events
-                .clone()
-                .acquire_many_owned(event_permits)
-                .await;
-            let bytes_held = self
-                .gauge
-                .bytes
-                .clone()
-                .acquire_many_owned(byte_permits)
-                .await;
+            let events_held = self.gauge.events.clone().acquire_many_owned(event_permits).await;
+            let bytes_held = self.gauge.bytes.clone().acquire_many_owned(byte_permits).await;
             Some((
                 events_held.map_err(|_| QueueClosed)?,
                 bytes_held.map_err(|_| QueueClosed)?,

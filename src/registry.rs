@@ -9,7 +9,7 @@ use eventstash_filter_protobuf as filter_protobuf;
 use eventstash_input_grpc as input_grpc;
 use eventstash_output_file as output_file;
 use eventstash_output_stdout as output_stdout;
-use eventstash_plugin_api::{Filter, Input, Output};
+use eventstash_plugin_api::{Filter, Input, Output, PluginContext};
 use serde::de::DeserializeOwned;
 
 use crate::config::value_from_table;
@@ -28,10 +28,7 @@ const FILTERS: &[&str] = &[filter_protobuf::NAME];
 const OUTPUTS: &[&str] = &[output_file::NAME, output_stdout::NAME];
 
 /// Builds the input whose `type` is `kind` from the rest of its table.
-pub(crate) fn build_input(
-    kind: &str,
-    table: toml::Table,
-) -> Result<Box<dyn Input>, PluginConfigError> {
+pub(crate) fn build_input(kind: &str, table: toml::Table) -> Result<Box<dyn Input>, PluginConfigError> {
     match kind {
         input_grpc::NAME => Ok(Box::new(
             parse::<input_grpc::GrpcInputConfig>(table)?
@@ -43,10 +40,7 @@ pub(crate) fn build_input(
 }
 
 /// Builds the filter whose `type` is `kind` from the rest of its table.
-pub(crate) fn build_filter(
-    kind: &str,
-    table: toml::Table,
-) -> Result<Box<dyn Filter>, PluginConfigError> {
+pub(crate) fn build_filter(kind: &str, table: toml::Table) -> Result<Box<dyn Filter>, PluginConfigError> {
     match kind {
         filter_protobuf::NAME => Ok(Box::new(
             parse::<filter_protobuf::ProtobufFilterConfig>(table)?
@@ -61,6 +55,7 @@ pub(crate) fn build_filter(
 pub(crate) fn build_output(
     kind: &str,
     table: toml::Table,
+    _context: &PluginContext,
 ) -> Result<Box<dyn Output>, PluginConfigError> {
     match kind {
         output_file::NAME => Ok(Box::new(

@@ -61,12 +61,7 @@ async fn a_stalled_output_slows_the_producer_and_loses_nothing() {
     assert_eq!(ids.len(), EVENTS, "every event came out");
 
     let peak_rss = agent.peak_rss_kib();
-    println!(
-        "sent while stalled: {sent_while_stalled}; peak RSS stalled {stalled_rss} KiB, overall {peak_rss} KiB"
-    );
+    println!("sent while stalled: {sent_while_stalled}; peak RSS stalled {stalled_rss} KiB, overall {peak_rss} KiB");
     // 20,000 events of 8 KiB are 160 MiB; a bounded agent holds a few MiB of them.
-    assert!(
-        peak_rss < 64 * 1024,
-        "peak RSS {peak_rss} KiB: memory is not bounded"
-    );
+    assert!(peak_rss < 64 * 1024, "peak RSS {peak_rss} KiB: memory is not bounded");
 }

@@ -41,8 +41,7 @@ fn validate_accepts_the_shipped_pipelines() {
 
 #[test]
 fn validate_rejects_an_unknown_key_naming_file_and_key() {
-    let (code, _, stderr) =
-        validate("[[inputs]]\ntype = \"grpc\"\nport = 42043\n[[outputs]]\ntype = \"stdout\"\n");
+    let (code, _, stderr) = validate("[[inputs]]\ntype = \"grpc\"\nport = 42043\n[[outputs]]\ntype = \"stdout\"\n");
     assert_eq!(code, 2);
     assert!(stderr.contains("broken.toml"), "{stderr}");
     assert!(stderr.contains("`inputs[0].port`"), "{stderr}");
@@ -51,9 +50,8 @@ fn validate_rejects_an_unknown_key_naming_file_and_key() {
 
 #[test]
 fn validate_rejects_a_bad_template() {
-    let (code, _, stderr) = validate(
-        "[[inputs]]\ntype = \"grpc\"\n[[outputs]]\ntype = \"file\"\npath = \"data/%{index.jsonl\"\n",
-    );
+    let (code, _, stderr) =
+        validate("[[inputs]]\ntype = \"grpc\"\n[[outputs]]\ntype = \"file\"\npath = \"data/%{index.jsonl\"\n");
     assert_eq!(code, 2);
     assert!(stderr.contains("broken.toml"), "{stderr}");
     assert!(stderr.contains("outputs[0]"), "{stderr}");
@@ -62,24 +60,17 @@ fn validate_rejects_a_bad_template() {
 
 #[test]
 fn validate_rejects_a_wrong_type_and_an_unset_variable() {
-    let (code, _, stderr) = validate(
-        "[queue]\nmax_events = \"many\"\n[[inputs]]\ntype = \"grpc\"\n[[outputs]]\ntype = \"stdout\"\n",
-    );
+    let (code, _, stderr) =
+        validate("[queue]\nmax_events = \"many\"\n[[inputs]]\ntype = \"grpc\"\n[[outputs]]\ntype = \"stdout\"\n");
     assert_eq!(code, 2);
-    assert!(
-        stderr.contains("`queue.max_events`: invalid type"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("`queue.max_events`: invalid type"), "{stderr}");
 
     let (code, _, stderr) = validate(
         "[[inputs]]\ntype = \"grpc\"\nbind = \"${EVENTSTASH_TEST_NOT_SET}\"\n[[outputs]]\ntype = \"stdout\"\n",
     );
     assert_eq!(code, 2);
     assert!(stderr.contains("`inputs[0].bind`"), "{stderr}");
-    assert!(
-        stderr.contains("EVENTSTASH_TEST_NOT_SET is not set"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("EVENTSTASH_TEST_NOT_SET is not set"), "{stderr}");
 }
 
 #[test]

@@ -31,10 +31,7 @@ async fn rust_client_streams_10000_events_and_all_land_with_their_ids() {
 
     let documents = read_documents(&agent.path("events/contact-address-book.jsonl"));
     assert_eq!(documents.len(), 10_000);
-    let ids: HashSet<&str> = documents
-        .iter()
-        .map(|d| d["id"].as_str().unwrap())
-        .collect();
+    let ids: HashSet<&str> = documents.iter().map(|d| d["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 10_000);
     for (n, document) in documents.iter().enumerate() {
         assert_eq!(
@@ -98,10 +95,7 @@ fn python_grpcio_client_with_only_the_proto_file_is_acknowledged() {
     assert_eq!(answer["success"], true);
 
     let documents = read_documents(&agent.path("events/python-event.jsonl"));
-    let ids: HashSet<String> = documents
-        .iter()
-        .map(|d| d["id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids: HashSet<String> = documents.iter().map(|d| d["id"].as_str().unwrap().to_owned()).collect();
     let expected: HashSet<String> = (0..500).map(|n| format!("py-{n}")).collect();
     assert_eq!(ids, expected);
     assert_eq!(documents[7]["data"]["source"], "python");

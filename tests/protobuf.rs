@@ -28,9 +28,7 @@ path = "events/%{index}.jsonl"
 
 fn with_address_book() -> AgentOptions {
     let mut options = AgentOptions::new(PIPELINE);
-    let address_book =
-        std::fs::read_to_string(repo_root().join("protos/examples/contact/addressbook.proto"))
-            .unwrap();
+    let address_book = std::fs::read_to_string(repo_root().join("protos/examples/contact/addressbook.proto")).unwrap();
     options
         .files
         .push(("protos/contact/addressbook.proto".into(), address_book));
@@ -54,12 +52,7 @@ fn python_protobuf_events_are_stored_as_decoded_json() {
         ])
         .arg("--proto")
         .arg(repo_root().join("protos/examples/contact/addressbook.proto"))
-        .args([
-            "--message",
-            "contact.AddressBook",
-            "--payload-json",
-            REFERENCE_DATA,
-        ])
+        .args(["--message", "contact.AddressBook", "--payload-json", REFERENCE_DATA])
         .output()
         .unwrap();
     assert!(
@@ -87,7 +80,8 @@ struct Ping {
     sequence: i64,
 }
 
-const PING_PROTO: &str = "syntax = \"proto3\";\npackage demo;\nmessage Ping {\n  string message = 1;\n  int64 sequence = 2;\n}\n";
+const PING_PROTO: &str =
+    "syntax = \"proto3\";\npackage demo;\nmessage Ping {\n  string message = 1;\n  int64 sequence = 2;\n}\n";
 
 fn ping_event(id: &str) -> StoreEventRequest {
     let ping = Ping {
@@ -141,10 +135,7 @@ async fn sighup_loads_new_protos_and_a_broken_reload_keeps_the_old_set() {
     assert!(log.contains("broken.proto:3:"), "{log}");
     store_ok(&mut client, vec![ping_event("still")]).await;
     assert_eq!(ping_document(&agent, "still")["data"]["message"], "hello");
-    assert!(
-        healthcheck(agent.addr),
-        "a failed reload does not take the agent down"
-    );
+    assert!(healthcheck(agent.addr), "a failed reload does not take the agent down");
 }
 
 #[test]

@@ -26,10 +26,7 @@ async fn sigterm_during_a_stream_finishes_it_and_exits_zero() {
 
     // New producers are turned away while the old stream finishes.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        !healthcheck(agent.addr),
-        "health must not say SERVING during the drain"
-    );
+    assert!(!healthcheck(agent.addr), "health must not say SERVING during the drain");
 
     let response = stream
         .await
@@ -40,10 +37,7 @@ async fn sigterm_during_a_stream_finishes_it_and_exits_zero() {
     assert_eq!(status.code(), Some(0), "{}", agent.log());
 
     let documents = read_documents(&agent.path("events/k.jsonl"));
-    let ids: HashSet<&str> = documents
-        .iter()
-        .map(|d| d["id"].as_str().unwrap())
-        .collect();
+    let ids: HashSet<&str> = documents.iter().map(|d| d["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 2000, "every acknowledged event is in the file");
     assert!(agent.log().contains("drained"), "{}", agent.log());
 }
@@ -69,9 +63,7 @@ async fn a_drain_past_the_timeout_exits_one_and_counts_the_lost_events() {
     let mut agent = Agent::start(options);
     let mut client = agent.client().await;
     let payload = format!("\"{}\"", "x".repeat(1000));
-    let events: Vec<_> = (0..500)
-        .map(|n| json_event("stuck-", n, "k", &payload))
-        .collect();
+    let events: Vec<_> = (0..500).map(|n| json_event("stuck-", n, "k", &payload)).collect();
     let stream = tokio::spawn(async move { store(&mut client, events).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
 

@@ -186,11 +186,7 @@ fn memory_of(pid: u32) -> Option<String> {
             .find(|line| line.starts_with(name))
             .map(|line| line[name.len()..].trim().to_owned())
     };
-    Some(format!(
-        "VmRSS {} (peak VmHWM {})",
-        field("VmRSS:")?,
-        field("VmHWM:")?
-    ))
+    Some(format!("VmRSS {} (peak VmHWM {})", field("VmRSS:")?, field("VmHWM:")?))
 }
 
 #[tokio::main]

@@ -22,9 +22,7 @@ pub enum InterpolateError {
         name: String,
     },
     /// A variable that is not set and has no default.
-    #[error(
-        "environment variable {name} is not set and `${{{name}}}` has no default (write `${{{name}:default}}`)"
-    )]
+    #[error("environment variable {name} is not set and `${{{name}}}` has no default (write `${{{name}:default}}`)")]
     Unset {
         /// The variable.
         name: String,
@@ -33,10 +31,7 @@ pub enum InterpolateError {
 
 /// Replaces every `${VAR}` / `${VAR:default}` in `text`, reading variables
 /// through `lookup`.
-pub fn interpolate(
-    text: &str,
-    lookup: &impl Fn(&str) -> Option<String>,
-) -> Result<String, InterpolateError> {
+pub fn interpolate(text: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<String, InterpolateError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(dollar) = rest.find('$') {
@@ -52,25 +47,21 @@ pub fn interpolate(
             rest = after;
             continue;
         };
-        let end = body.find('}').ok_or_else(|| InterpolateError::Unclosed {
-            text: text.to_owned(),
-        })?;
+        let end = body
+            .find('}')
+            .ok_or_else(|| InterpolateError::Unclosed { text: text.to_owned() })?;
         let (name, default) = match body[..end].split_once(':') {
             Some((name, default)) => (name, Some(default)),
             None => (&body[..end], None),
         };
         if !is_variable_name(name) {
-            return Err(InterpolateError::BadName {
-                name: name.to_owned(),
-            });
+            return Err(InterpolateError::BadName { name: name.to_owned() });
         }
         match (lookup(name).filter(|value| !value.is_empty()), default) {
             (Some(value), _) => out.push_str(&value),
             (None, Some(default)) => out.push_str(default),
             (None, None) => {
-                return Err(InterpolateError::Unset {
-                    name: name.to_owned(),
-                });
+                return Err(InterpolateError::Unset { name: name.to_owned() });
             }
         }
         rest = &body[end + 1..];
@@ -81,9 +72,7 @@ pub fn interpolate(
 
 fn is_variable_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -101,10 +90,7 @@ mod tests {
 
     #[test]
     fn substitutes_values_and_defaults() {
-        assert_eq!(
-            interpolate("0.0.0.0:${PORT}", &env).unwrap(),
-            "0.0.0.0:9000"
-        );
+        assert_eq!(interpolate("0.0.0.0:${PORT}", &env).unwrap(), "0.0.0.0:9000");
         assert_eq!(interpolate("${MISSING:15000}", &env).unwrap(), "15000");
         assert_eq!(interpolate("${PORT:1}-${EMPTY:x}", &env).unwrap(), "9000-x");
         assert_eq!(interpolate("${AWS_ENDPOINT_URL:}", &env).unwrap(), "");
@@ -116,10 +102,7 @@ mod tests {
 
     #[test]
     fn leaves_other_dollars_alone_and_unescapes_double_dollars() {
-        assert_eq!(
-            interpolate("price $5 and $$HOME", &env).unwrap(),
-            "price $5 and $HOME"
-        );
+        assert_eq!(interpolate("price $5 and $$HOME", &env).unwrap(), "price $5 and $HOME");
         assert_eq!(interpolate("$", &env).unwrap(), "$");
     }
 
@@ -127,9 +110,7 @@ mod tests {
     fn rejects_unset_bad_and_unclosed_references() {
         assert_eq!(
             interpolate("${NOPE}", &env),
-            Err(InterpolateError::Unset {
-                name: "NOPE".into()
-            })
+            Err(InterpolateError::Unset { name: "NOPE".into() })
         );
         assert_eq!(
             interpolate("${1X}", &env),

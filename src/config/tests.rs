@@ -2,6 +2,8 @@
 
 use std::io::Write as _;
 
+use std::time::Duration;
+
 use super::*;
 
 fn load_text(text: &str) -> Result<PipelineConfig, ConfigError> {
@@ -63,10 +65,7 @@ fn unknown_keys_are_named() {
     assert_eq!(error.key, "outputs[0].colour");
     assert!(error.message.contains("unknown field `colour`"), "{error}");
     let error = error_of(&format!("[pipeline]\nbatchsize = 1\n{MINIMAL}"));
-    assert!(
-        error.message.contains("unknown field `batchsize`"),
-        "{error}"
-    );
+    assert!(error.message.contains("unknown field `batchsize`"), "{error}");
 }
 
 #[test]
@@ -74,9 +73,7 @@ fn wrong_types_are_named() {
     let error = error_of(&format!("[queue]\nmax_events = \"lots\"\n{MINIMAL}"));
     assert_eq!(error.key, "queue.max_events");
     assert!(
-        error
-            .to_string()
-            .contains("`queue.max_events`: invalid type"),
+        error.to_string().contains("`queue.max_events`: invalid type"),
         "{error}"
     );
 }
@@ -86,23 +83,17 @@ fn unknown_plugin_types_list_the_known_ones() {
     let error = error_of("[[inputs]]\ntype = \"kafka\"\n[[outputs]]\ntype = \"stdout\"\n");
     assert_eq!(error.key, "inputs[0].type");
     assert!(
-        error
-            .message
-            .contains("unknown input type \"kafka\" (known: grpc)"),
+        error.message.contains("unknown input type \"kafka\" (known: grpc)"),
         "{error}"
     );
 }
 
 #[test]
 fn plugin_build_errors_carry_the_section() {
-    let error = error_of(
-        "[[inputs]]\ntype = \"grpc\"\nbind = \"nowhere\"\n[[outputs]]\ntype = \"stdout\"\n",
-    );
+    let error = error_of("[[inputs]]\ntype = \"grpc\"\nbind = \"nowhere\"\n[[outputs]]\ntype = \"stdout\"\n");
     assert!(error.key.starts_with("inputs[0]"), "{error}");
     assert!(error.message.contains("nowhere"), "{error}");
-    let error = error_of(
-        "[[inputs]]\ntype = \"grpc\"\n[[outputs]]\ntype = \"file\"\npath = \"data/%{index\"\n",
-    );
+    let error = error_of("[[inputs]]\ntype = \"grpc\"\n[[outputs]]\ntype = \"file\"\npath = \"data/%{index\"\n");
     assert!(error.key.starts_with("outputs[0]"), "{error}");
     assert!(error.message.contains("unclosed"), "{error}");
 }
@@ -112,9 +103,7 @@ fn missing_variables_and_bad_toml_are_reported() {
     let error = error_of(&MINIMAL.replace("127.0.0.1:0", "${EVENTSTASH_TEST_SURELY_UNSET}"));
     assert_eq!(error.key, "inputs[0].bind");
     assert!(
-        error
-            .message
-            .contains("EVENTSTASH_TEST_SURELY_UNSET is not set"),
+        error.message.contains("EVENTSTASH_TEST_SURELY_UNSET is not set"),
         "{error}"
     );
     let error = error_of("[[inputs]\ntype = \"grpc\"");

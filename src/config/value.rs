@@ -69,17 +69,16 @@ pub(crate) fn from_value<T: DeserializeOwned>(mut value: toml::Value) -> Result<
             Ok(parsed) => return Ok(parsed),
             Err(error) => error,
         };
-        let converted =
-            lookup_mut(&mut value, error.path().iter()).is_some_and(|slot| match slot {
-                toml::Value::String(text) => match scalar_from_str(text) {
-                    Some(scalar) => {
-                        *slot = scalar;
-                        true
-                    }
-                    None => false,
-                },
-                _ => false,
-            });
+        let converted = lookup_mut(&mut value, error.path().iter()).is_some_and(|slot| match slot {
+            toml::Value::String(text) => match scalar_from_str(text) {
+                Some(scalar) => {
+                    *slot = scalar;
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        });
         if !converted {
             return Err(ValueError {
                 key: error.path().to_string(),
@@ -89,10 +88,7 @@ pub(crate) fn from_value<T: DeserializeOwned>(mut value: toml::Value) -> Result<
     }
 }
 
-fn lookup_mut<'a>(
-    value: &mut toml::Value,
-    path: impl Iterator<Item = &'a Segment>,
-) -> Option<&mut toml::Value> {
+fn lookup_mut<'a>(value: &mut toml::Value, path: impl Iterator<Item = &'a Segment>) -> Option<&mut toml::Value> {
     let mut node = value;
     for segment in path {
         node = match (segment, node) {
@@ -144,8 +140,7 @@ mod tests {
 
     #[test]
     fn numbers_and_booleans_may_be_strings_but_strings_stay_strings() {
-        let sample =
-            parse("timeout_ms = \"15000\"\nname = \"42\"\n[[nested]]\non = \"true\"").unwrap();
+        let sample = parse("timeout_ms = \"15000\"\nname = \"42\"\n[[nested]]\non = \"true\"").unwrap();
         assert_eq!(sample.timeout_ms, 15000);
         assert_eq!(sample.name, "42");
         assert!(sample.nested[0].on);
@@ -163,8 +158,7 @@ mod tests {
 
     #[test]
     fn interpolation_reports_the_key() {
-        let mut value =
-            toml::Value::Table(toml::from_str("[a]\nb = [\"ok\", \"${NOPE_NOT_SET}\"]").unwrap());
+        let mut value = toml::Value::Table(toml::from_str("[a]\nb = [\"ok\", \"${NOPE_NOT_SET}\"]").unwrap());
         let (key, error) = interpolate_strings(&mut value, &mut Vec::new(), &|_| None).unwrap_err();
         assert_eq!(key, "a.b[1]");
         assert!(matches!(error, InterpolateError::Unset { .. }));

@@ -20,11 +20,7 @@ pub const EVENTSTASH: &str = env!("CARGO_BIN_EXE_eventstash");
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A running agent in a temporary directory; killed when dropped.
@@ -171,10 +167,7 @@ impl Agent {
     /// The agent's resident memory high-water mark, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let line = status
-            .lines()
-            .find(|line| line.starts_with("VmHWM:"))
-            .unwrap();
+        let line = status.lines().find(|line| line.starts_with("VmHWM:")).unwrap();
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
@@ -204,11 +197,7 @@ pub fn write_file(path: &Path, text: &str) {
 pub fn wait_for_log(agent: &Agent, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !agent.log().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "log never said {needle:?}:\n{}",
-            agent.log()
-        );
+        assert!(Instant::now() < deadline, "log never said {needle:?}:\n{}", agent.log());
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -216,13 +205,7 @@ pub fn wait_for_log(agent: &Agent, needle: &str) {
 /// Runs `eventstash healthcheck` against `addr`: true when it exits 0.
 pub fn healthcheck(addr: SocketAddr) -> bool {
     Command::new(EVENTSTASH)
-        .args([
-            "healthcheck",
-            "--addr",
-            &addr.to_string(),
-            "--timeout-ms",
-            "1000",
-        ])
+        .args(["healthcheck", "--addr", &addr.to_string(), "--timeout-ms", "1000"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -251,8 +234,7 @@ pub async fn store(
 
 /// Every JSON document in a JSON-lines file.
 pub fn read_documents(path: &Path) -> Vec<serde_json::Value> {
-    let text =
-        fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     text.lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}")))
         .collect()
@@ -261,7 +243,9 @@ pub fn read_documents(path: &Path) -> Vec<serde_json::Value> {
 /// The Python interpreter with grpcio, set up by `tests/run`.
 pub fn python() -> String {
     std::env::var("EVENTSTASH_PYTHON").unwrap_or_else(|_| {
-        panic!("EVENTSTASH_PYTHON is not set: run the tests with tests/run, which installs the Python client's packages")
+        panic!(
+            "EVENTSTASH_PYTHON is not set: run the tests with tests/run, which installs the Python client's packages"
+        )
     })
 }
 

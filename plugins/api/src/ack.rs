@@ -88,11 +88,7 @@ impl AckHandle {
     /// batch. With `n == 0` the claim is settled as delivered.
     pub fn fan_out(mut self, n: usize) -> Vec<AckHandle> {
         let state = self.state.take();
-        (0..n)
-            .map(|_| AckHandle {
-                state: state.clone(),
-            })
-            .collect()
+        (0..n).map(|_| AckHandle { state: state.clone() }).collect()
     }
 
     /// Settles this claim: its events are safe.

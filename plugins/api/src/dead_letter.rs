@@ -71,8 +71,7 @@ impl DeadLetterFile {
                 reason,
                 event,
             };
-            serde_json::to_writer(&mut lines, &letter)
-                .map_err(|e| self.error(std::io::Error::other(e)))?;
+            serde_json::to_writer(&mut lines, &letter).map_err(|e| self.error(std::io::Error::other(e)))?;
             lines.push(b'\n');
         }
         let this = self.clone();
@@ -82,10 +81,7 @@ impl DeadLetterFile {
     }
 
     fn append(&self, lines: &[u8]) -> Result<(), DeadLetterError> {
-        let mut guard = self
-            .file
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if guard.is_none() {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| self.error(e))?;
@@ -137,10 +133,7 @@ mod tests {
             .unwrap();
         dead.write(&[(&event, "again".into())]).await.unwrap();
         let text = std::fs::read_to_string(dead.path()).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["reason"], "mapper_parsing_exception");
         assert_eq!(lines[0]["output"], "elasticsearch#0");

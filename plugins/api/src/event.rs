@@ -147,18 +147,8 @@ impl Event {
     /// Builds an event from a producer's fields, applying the defaults of the
     /// HFXEventStash protocol: an empty `kind` is `event`, an empty `id` a new
     /// UUID.
-    pub fn new(
-        format: Format,
-        data: Bytes,
-        kind: String,
-        id: String,
-        received_at: DateTime<Utc>,
-    ) -> Event {
-        let kind = if kind.is_empty() {
-            DEFAULT_KIND.to_owned()
-        } else {
-            kind
-        };
+    pub fn new(format: Format, data: Bytes, kind: String, id: String, received_at: DateTime<Utc>) -> Event {
+        let kind = if kind.is_empty() { DEFAULT_KIND.to_owned() } else { kind };
         let id = if id.is_empty() {
             uuid::Uuid::new_v4().to_string()
         } else {
@@ -310,13 +300,7 @@ mod tests {
     #[test]
     fn json_event_has_the_hfx_document_shape() {
         let data = Bytes::from_static(br#"{"id":"ab-1","people":[]}"#);
-        let event = Event::new(
-            Format::Json,
-            data,
-            "contact.AddressBook".into(),
-            "json-0".into(),
-            at(),
-        );
+        let event = Event::new(Format::Json, data, "contact.AddressBook".into(), "json-0".into(), at());
         assert_eq!(
             document(&event),
             r#"{"index":"contact-address-book","kind":"contact.AddressBook","format":"JSON","data":{"id":"ab-1","people":[]},"id":"json-0","@timestamp":"2026-11-23T09:01:40.000Z"}"#
@@ -399,29 +383,12 @@ mod tests {
     #[test]
     fn fields_are_found_by_path() {
         let data = Bytes::from_static(br#"{"requestId":"r-7","n":3,"deep":{"list":["a","b"]}}"#);
-        let event = Event::new(
-            Format::Json,
-            data,
-            "contact.AddressBook".into(),
-            "e1".into(),
-            at(),
-        );
+        let event = Event::new(Format::Json, data, "contact.AddressBook".into(), "e1".into(), at());
         let path = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            event.field(&path(&["index"])).as_deref(),
-            Some("contact-address-book")
-        );
-        assert_eq!(
-            event.field(&path(&["data", "requestId"])).as_deref(),
-            Some("r-7")
-        );
+        assert_eq!(event.field(&path(&["index"])).as_deref(), Some("contact-address-book"));
+        assert_eq!(event.field(&path(&["data", "requestId"])).as_deref(), Some("r-7"));
         assert_eq!(event.field(&path(&["data", "n"])).as_deref(), Some("3"));
-        assert_eq!(
-            event
-                .field(&path(&["data", "deep", "list", "1"]))
-                .as_deref(),
-            Some("b")
-        );
+        assert_eq!(event.field(&path(&["data", "deep", "list", "1"])).as_deref(), Some("b"));
         assert_eq!(event.field(&path(&["data", "missing"])), None);
         assert_eq!(event.field(&path(&["nope"])), None);
         assert_eq!(

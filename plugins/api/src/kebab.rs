@@ -97,11 +97,7 @@ mod tests {
         ] {
             // A leading non-ASCII word sends the same kind down the other path.
             let unicode = format!("é.{kind}");
-            assert_eq!(
-                format!("é-{}", kebab_case(kind)),
-                kebab_case(&unicode),
-                "{kind}"
-            );
+            assert_eq!(format!("é-{}", kebab_case(kind)), kebab_case(&unicode), "{kind}");
         }
     }
 }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{EventBatch, OutputBatch};
 use crate::event::Event;
+use crate::metrics::PluginContext;
 
 /// The error type plugins return; each plugin crate has its own error enum
 /// and boxes it here, as tower does.
@@ -34,13 +35,17 @@ pub trait EventSink: Send + Sync {
 
 /// What the engine gives a running input.
 pub struct InputContext {
-    /// The plugin's id in the pipeline, for logs.
-    pub id: String,
+    /// The pipeline and the plugin's id, for logs and metrics.
+    pub context: PluginContext,
     /// The pipeline queue.
     pub sink: Box<dyn EventSink>,
     /// Cancelled when the agent shuts down: stop accepting new work, finish
     /// what is in flight, then return.
     pub shutdown: CancellationToken,
+    /// Whether the agent is fit to take traffic (false while starting,
+    /// draining, or while an output has been failing too long). Inputs with
+    /// a health protocol report it.
+    pub serving: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A source of events.

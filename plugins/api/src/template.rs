@@ -86,9 +86,7 @@ impl FieldTemplate {
 
     /// True when the template names no field or date: every event renders the same.
     pub fn is_constant(&self) -> bool {
-        self.parts
-            .iter()
-            .all(|part| matches!(part, Part::Literal(_)))
+        self.parts.iter().all(|part| matches!(part, Part::Literal(_)))
     }
 
     /// Renders the template for `event`.
@@ -193,10 +191,7 @@ fn joda_to_strftime(pattern: &str) -> Result<String, String> {
         let c = chars[i];
         let run = chars[i..].iter().take_while(|&&d| d == c).count();
         if c == '\'' {
-            let close = chars[i + 1..]
-                .iter()
-                .position(|&d| d == '\'')
-                .ok_or("unclosed quote")?;
+            let close = chars[i + 1..].iter().position(|&d| d == '\'').ok_or("unclosed quote")?;
             if close == 0 {
                 out.push('\'');
             }
@@ -242,10 +237,7 @@ fn joda_to_strftime(pattern: &str) -> Result<String, String> {
             ('Z', 1) => "%z",
             ('Z', _) => "%:z",
             _ => {
-                return Err(format!(
-                    "unsupported Joda token `{}`",
-                    c.to_string().repeat(run)
-                ));
+                return Err(format!("unsupported Joda token `{}`", c.to_string().repeat(run)));
             }
         };
         out.push_str(spec);
@@ -272,13 +264,7 @@ mod tests {
     fn event_at(y: i32, m: u32, d: u32) -> Event {
         let at = Utc.with_ymd_and_hms(y, m, d, 12, 30, 5).unwrap();
         let data = Bytes::from_static(br#"{"requestId":"r/1"}"#);
-        Event::new(
-            Format::Json,
-            data,
-            "contact.AddressBook".into(),
-            "id-1".into(),
-            at,
-        )
+        Event::new(Format::Json, data, "contact.AddressBook".into(), "id-1".into(), at)
     }
 
     fn render(template: &str, event: &Event) -> String {
@@ -297,30 +283,18 @@ mod tests {
     #[test]
     fn week_year_differs_from_calendar_year_at_year_boundaries() {
         // 2021-01-01 is in ISO week 53 of 2020.
-        assert_eq!(
-            render("%{+xxxx-MM-ww}", &event_at(2021, 1, 1)),
-            "2020-01-53"
-        );
+        assert_eq!(render("%{+xxxx-MM-ww}", &event_at(2021, 1, 1)), "2020-01-53");
         // 2023-01-01 (a Sunday) is in week 52 of 2022.
-        assert_eq!(
-            render("%{+xxxx-ww}|%{+yyyy}", &event_at(2023, 1, 1)),
-            "2022-52|2023"
-        );
+        assert_eq!(render("%{+xxxx-ww}|%{+yyyy}", &event_at(2023, 1, 1)), "2022-52|2023");
         // 2024-12-30 (a Monday) already belongs to week 1 of 2025.
-        assert_eq!(
-            render("%{+xxxx-MM-ww}", &event_at(2024, 12, 30)),
-            "2025-12-01"
-        );
+        assert_eq!(render("%{+xxxx-MM-ww}", &event_at(2024, 12, 30)), "2025-12-01");
     }
 
     #[test]
     fn strftime_and_joda_agree() {
         let event = event_at(2026, 3, 9);
         assert_eq!(render("%{+%Y.%m.%d}", &event), "2026.03.09");
-        assert_eq!(
-            render("%{+yyyy.MM.dd'T'HH:mm:ss}", &event),
-            "2026.03.09T12:30:05"
-        );
+        assert_eq!(render("%{+yyyy.MM.dd'T'HH:mm:ss}", &event), "2026.03.09T12:30:05");
     }
 
     #[test]

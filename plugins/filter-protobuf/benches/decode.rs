@@ -72,19 +72,16 @@ fn decode(c: &mut Criterion) {
             })
             .collect();
         group.throughput(Throughput::Elements(BATCH as u64));
-        group.bench_function(
-            format!("address_book_{people}_people_{}_bytes", data.len()),
-            |b| {
-                b.iter_batched(
-                    || batch.clone(),
-                    |mut events| {
-                        filter.apply(&mut events);
-                        events
-                    },
-                    criterion::BatchSize::LargeInput,
-                )
-            },
-        );
+        group.bench_function(format!("address_book_{people}_people_{}_bytes", data.len()), |b| {
+            b.iter_batched(
+                || batch.clone(),
+                |mut events| {
+                    filter.apply(&mut events);
+                    events
+                },
+                criterion::BatchSize::LargeInput,
+            )
+        });
     }
     group.finish();
 }

@@ -24,15 +24,12 @@ pub(crate) fn decode_to_json(
 ) -> Result<Box<RawValue>, DecodeError> {
     let descriptor = pool
         .get_message_by_name(kind)
-        .ok_or_else(|| DecodeError::UnknownKind {
-            kind: kind.to_owned(),
-        })?;
+        .ok_or_else(|| DecodeError::UnknownKind { kind: kind.to_owned() })?;
     let malformed = |reason: String| DecodeError::Malformed {
         kind: kind.to_owned(),
         reason,
     };
-    let message =
-        DynamicMessage::decode(descriptor, bytes).map_err(|e| malformed(e.to_string()))?;
+    let message = DynamicMessage::decode(descriptor, bytes).map_err(|e| malformed(e.to_string()))?;
     // Straight to text: no intermediate JSON tree, and `to_raw_value` does
     // not parse the text it has just written.
     serde_json::value::to_raw_value(&WithOptions {
@@ -50,7 +47,6 @@ struct WithOptions<'a> {
 
 impl Serialize for WithOptions<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.message
-            .serialize_with_options(serializer, self.options)
+        self.message.serialize_with_options(serializer, self.options)
     }
 }

@@ -51,10 +51,7 @@ impl ProtobufFilter {
 
     /// The proto set in use.
     pub fn current(&self) -> Arc<ProtoSet> {
-        self.set
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.set.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     fn decode_event(&self, set: &ProtoSet, event: &mut Event) {
@@ -72,10 +69,7 @@ impl ProtobufFilter {
 
     /// One warning per kind, then DEBUG: never a log line per event.
     fn report(&self, kind: &str, error: &DecodeError) {
-        let mut warned = self
-            .warned
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut warned = self.warned.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if warned.len() < WARNED_KINDS_LIMIT && warned.insert(kind.to_owned()) {
             warn!(%kind, %error, "protobuf events of this kind are kept undecoded with invalidProto (warned once per kind)");
         } else {
@@ -95,10 +89,7 @@ impl Filter for ProtobufFilter {
     fn reload(&self) -> Result<(), BoxError> {
         let set = ProtoSet::load(&self.source)?;
         let (files, messages) = (set.files.len(), set.pool.all_messages().count());
-        *self
-            .set
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(set);
+        *self.set.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(set);
         self.warned
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -16,9 +16,7 @@ pub enum ProtoSetError {
         reason: String,
     },
     /// The glob matches nothing.
-    #[error(
-        "`protos` = {pattern:?} matches no file (relative paths start at the working directory)"
-    )]
+    #[error("`protos` = {pattern:?} matches no file (relative paths start at the working directory)")]
     NoFiles {
         /// The pattern.
         pattern: String,
@@ -140,10 +138,7 @@ fn fixed_prefix(pattern: &str) -> PathBuf {
         prefix.push(component);
     }
     match Path::new(pattern).parent() {
-        Some(parent)
-            if !parent.as_os_str().is_empty()
-                && parent.components().all(|c| c != Component::ParentDir) =>
-        {
+        Some(parent) if !parent.as_os_str().is_empty() && parent.components().all(|c| c != Component::ParentDir) => {
             parent.to_owned()
         }
         _ => PathBuf::from("."),

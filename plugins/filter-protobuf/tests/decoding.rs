@@ -266,10 +266,7 @@ fn a_glob_matching_nothing_or_a_broken_file_fails_the_build() {
         "syntax = \"proto3\";\nmessage A {\n  strin x = 1;\n}\n",
     )
     .unwrap();
-    let filter_config = config(&format!(
-        "protos = {:?}",
-        format!("{}/*.proto", dir.path().display())
-    ));
+    let filter_config = config(&format!("protos = {:?}", format!("{}/*.proto", dir.path().display())));
     let error = filter_config.build().unwrap_err().to_string();
     assert!(error.contains("broken.proto"), "{error}");
     assert!(error.contains(":3:"), "the error names the line: {error}");

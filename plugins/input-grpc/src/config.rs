@@ -82,13 +82,10 @@ pub enum GrpcInputError {
 impl GrpcInputConfig {
     /// Checks the table; does not listen yet.
     pub fn build(self) -> Result<GrpcInput, GrpcInputError> {
-        let addr = self
-            .bind
-            .parse()
-            .map_err(|source| GrpcInputError::BadBind {
-                bind: self.bind.clone(),
-                source,
-            })?;
+        let addr = self.bind.parse().map_err(|source| GrpcInputError::BadBind {
+            bind: self.bind.clone(),
+            source,
+        })?;
         let max_message_size = usize::try_from(self.max_message_size.as_u64())
             .ok()
             .filter(|size| (1..=u32::MAX as usize).contains(size))

@@ -26,6 +26,5 @@ pub mod proto {
     tonic::include_proto!("hfx.v1");
 
     /// The encoded descriptors of `hfx/v1/eventstash.proto`, for reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/hfx_v1_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hfx_v1_descriptor.bin"));
 }

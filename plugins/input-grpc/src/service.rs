@@ -4,10 +4,9 @@ use std::mem;
 use std::sync::Weak;
 
 use chrono::Utc;
-use eventstash_plugin_api::{
-    AckHandle, Event, EventBatch, EventSink, Format, SinkClosed, ack_group,
-};
+use eventstash_plugin_api::{AckHandle, Event, EventBatch, EventSink, Format, PluginContext, SinkClosed, ack_group};
 use futures::FutureExt as _;
+use metrics::{Gauge, Histogram, gauge, histogram};
 use tokio_util::task::TaskTracker;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::debug;
@@ -24,6 +23,48 @@ pub(crate) struct EventStashService {
     max_batch_events: usize,
     /// Streams in flight, so the drain knows when they are all done.
     streams: TaskTracker,
+    /// Streams open and how long they wait for their ack.
+    metrics: StreamMetrics,
+}
+
+/// Metric names of the gRPC input.
+const STREAMS_OPEN: &str = "eventstash_grpc_streams_open";
+const STREAM_SECONDS: &str = "eventstash_grpc_stream_duration_seconds";
+
+/// The gRPC input's own metrics.
+#[derive(Clone)]
+pub(crate) struct StreamMetrics {
+    open: Gauge,
+    duration: Histogram,
+}
+
+impl StreamMetrics {
+    pub(crate) fn new(context: &PluginContext) -> StreamMetrics {
+        let labels = [
+            ("pipeline", context.pipeline.clone()),
+            ("plugin", context.plugin.clone()),
+        ];
+        StreamMetrics {
+            open: gauge!(STREAMS_OPEN, &labels),
+            duration: histogram!(STREAM_SECONDS, &labels),
+        }
+    }
+}
+
+/// Counts a stream as open until dropped.
+struct OpenStream<'a>(&'a StreamMetrics);
+
+impl<'a> OpenStream<'a> {
+    fn new(metrics: &'a StreamMetrics) -> Self {
+        metrics.open.increment(1.0);
+        OpenStream(metrics)
+    }
+}
+
+impl Drop for OpenStream<'_> {
+    fn drop(&mut self) {
+        self.0.open.decrement(1.0);
+    }
 }
 
 impl EventStashService {
@@ -31,21 +72,19 @@ impl EventStashService {
         sink: Weak<dyn EventSink>,
         max_batch_events: usize,
         streams: TaskTracker,
+        metrics: StreamMetrics,
     ) -> Self {
         EventStashService {
             sink,
             max_batch_events,
             streams,
+            metrics,
         }
     }
 
     /// Reads the stream to its end, queueing its events in batches, each
     /// with a claim on the stream's ack group.
-    async fn receive(
-        &self,
-        stream: &mut Streaming<StoreEventRequest>,
-        ack: &AckHandle,
-    ) -> Result<(), Status> {
+    async fn receive(&self, stream: &mut Streaming<StoreEventRequest>, ack: &AckHandle) -> Result<(), Status> {
         let mut events = Vec::new();
         loop {
             let Some(first) = stream.message().await.map_err(client_status)? else {
@@ -88,9 +127,7 @@ impl EventStashService {
             ack: ack.share(),
             flush,
         };
-        let closed = |closed: SinkClosed| {
-            Status::unavailable(format!("{closed}: retry against another instance"))
-        };
+        let closed = |closed: SinkClosed| Status::unavailable(format!("{closed}: retry against another instance"));
         let sink = self.sink.upgrade().ok_or_else(|| closed(SinkClosed))?;
         sink.send(batch).await.map_err(closed)
     }
@@ -103,6 +140,8 @@ impl EventStash for EventStashService {
         request: Request<Streaming<StoreEventRequest>>,
     ) -> Result<Response<StoreEventResponse>, Status> {
         let _in_flight = self.streams.token();
+        let _open = OpenStream::new(&self.metrics);
+        let started = std::time::Instant::now();
         let mut stream = request.into_inner();
         let (ack, stored) = ack_group();
         let received = self.receive(&mut stream, &ack).await;
@@ -112,9 +151,11 @@ impl EventStash for EventStashService {
             debug!(code = ?status.code(), message = status.message(), "StoreEvent stream failed");
             return Err(status);
         }
-        stored.wait().await.map_err(|error| {
-            Status::unavailable(format!("events were not stored: {error}; retry the stream"))
-        })?;
+        stored
+            .wait()
+            .await
+            .map_err(|error| Status::unavailable(format!("events were not stored: {error}; retry the stream")))?;
+        self.metrics.duration.record(started.elapsed().as_secs_f64());
         Ok(Response::new(StoreEventResponse { success: true }))
     }
 }

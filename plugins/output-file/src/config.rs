@@ -57,8 +57,7 @@ impl FileOutputConfig {
                 problem: "must be at least 1",
             });
         }
-        let template = FieldTemplate::parse(&self.path)
-            .map_err(|error| FileOutputError::PathTemplate { error })?;
+        let template = FieldTemplate::parse(&self.path).map_err(|error| FileOutputError::PathTemplate { error })?;
         Ok(FileOutput::new(template, self.sync, self.max_open_files))
     }
 }

@@ -38,11 +38,7 @@ pub(crate) struct BatchBuffers {
 
 impl BatchBuffers {
     /// Encodes `batch`, replacing the previous batch's contents.
-    pub(crate) fn encode(
-        &mut self,
-        template: &FieldTemplate,
-        batch: &OutputBatch,
-    ) -> Result<(), FileOutputError> {
+    pub(crate) fn encode(&mut self, template: &FieldTemplate, batch: &OutputBatch) -> Result<(), FileOutputError> {
         self.clear();
         if template.is_constant() {
             let slot = self.slot_for(template.as_str());
@@ -124,13 +120,7 @@ mod tests {
 
     fn event(kind: &str, id: &str) -> Event {
         let data = Bytes::from_static(br#"{"n":1}"#);
-        Event::new(
-            Format::Json,
-            data,
-            kind.into(),
-            id.into(),
-            chrono::Utc::now(),
-        )
+        Event::new(Format::Json, data, kind.into(), id.into(), chrono::Utc::now())
     }
 
     fn ids(lines: &[u8]) -> Vec<String> {
@@ -147,12 +137,7 @@ mod tests {
     #[test]
     fn groups_documents_by_rendered_path_in_batch_order() {
         let template = FieldTemplate::parse("out/%{index}.jsonl").unwrap();
-        let batch = OutputBatch::from(vec![
-            event("a", "1"),
-            event("b", "2"),
-            event("a", "3"),
-            event("a", "4"),
-        ]);
+        let batch = OutputBatch::from(vec![event("a", "1"), event("b", "2"), event("a", "3"), event("a", "4")]);
         let mut buffers = BatchBuffers::default();
         buffers.encode(&template, &batch).unwrap();
         let files = buffers.files();

@@ -145,12 +145,7 @@ impl OpenFiles {
     }
 }
 
-fn write_and_sync(
-    file: &mut File,
-    path: &str,
-    lines: &[u8],
-    sync: bool,
-) -> Result<(), FileOutputError> {
+fn write_and_sync(file: &mut File, path: &str, lines: &[u8], sync: bool) -> Result<(), FileOutputError> {
     append_whole(file, lines).map_err(|error| FileOutputError::Write {
         path: path.into(),
         error,

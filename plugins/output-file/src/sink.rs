@@ -102,13 +102,7 @@ mod tests {
 
     fn event(kind: &str, id: &str) -> Event {
         let data = Bytes::from_static(br#"{"user":"ada","n":[1,2]}"#);
-        Event::new(
-            Format::Json,
-            data,
-            kind.into(),
-            id.into(),
-            chrono::Utc::now(),
-        )
+        Event::new(Format::Json, data, kind.into(), id.into(), chrono::Utc::now())
     }
 
     fn output(template: &Path) -> FileOutput {
@@ -123,9 +117,7 @@ mod tests {
     fn documents(path: &Path) -> Vec<serde_json::Value> {
         let text = fs::read_to_string(path).unwrap();
         assert!(text.ends_with('\n'), "last line is not terminated");
-        text.lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
+        text.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
     }
 
     #[tokio::test]
@@ -141,10 +133,7 @@ mod tests {
         assert_eq!(docs[0]["index"], "contact-address-book");
         assert_eq!(docs[0]["kind"], "contact.AddressBook");
         assert_eq!(docs[0]["format"], "JSON");
-        assert_eq!(
-            docs[0]["data"],
-            serde_json::json!({"user": "ada", "n": [1, 2]})
-        );
+        assert_eq!(docs[0]["data"], serde_json::json!({"user": "ada", "n": [1, 2]}));
         assert_eq!(docs[0]["id"], "1");
         assert!(docs[0]["@timestamp"].is_string());
         assert_eq!(docs[1]["id"], "2");
@@ -154,11 +143,7 @@ mod tests {
     async fn the_index_field_picks_a_directory_and_file_per_index() {
         let dir = tempfile::tempdir().unwrap();
         let out = output(&dir.path().join("%{index}/events-%{index}.jsonl"));
-        let batch = vec![
-            event("a.One", "1"),
-            event("b.Two", "2"),
-            event("a.One", "3"),
-        ];
+        let batch = vec![event("a.One", "1"), event("b.Two", "2"), event("a.One", "3")];
         out.write(batch.into()).await.unwrap();
 
         let one = documents(&dir.path().join("a-one/events-a-one.jsonl"));
@@ -203,15 +188,9 @@ mod tests {
         out.write(vec![event("a", "1")].into()).await.unwrap();
         out.write(vec![event("a", "2")].into()).await.unwrap();
         out.close().await.unwrap();
-        output(&path)
-            .write(vec![event("a", "3")].into())
-            .await
-            .unwrap();
+        output(&path).write(vec![event("a", "3")].into()).await.unwrap();
 
-        let ids: Vec<_> = documents(&path)
-            .iter()
-            .map(|doc| doc["id"].clone())
-            .collect();
+        let ids: Vec<_> = documents(&path).iter().map(|doc| doc["id"].clone()).collect();
         assert_eq!(ids, ["1", "2", "3"]);
     }
 }

@@ -90,13 +90,7 @@ mod tests {
             .into_iter()
             .map(|id| {
                 let data = Bytes::from_static(br#"{"a":1}"#);
-                Event::new(
-                    Format::Json,
-                    data,
-                    "k".into(),
-                    id.into(),
-                    chrono::Utc::now(),
-                )
+                Event::new(Format::Json, data, "k".into(), id.into(), chrono::Utc::now())
             })
             .collect()
     }
