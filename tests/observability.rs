@@ -1,0 +1,167 @@
+//! End to end: `/metrics` counts what happened, health tells the truth, and
+//! an outage does not flood the log.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// The file pipeline with a metrics endpoint on `{metrics}` and outputs
+/// declared unhealthy after 300 ms of failures.
+fn observed_pipeline(path: &str) -> (AgentOptions, SocketAddr) {
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = format!(
+        "[pipeline]\nunhealthy_after_ms = 300\n[metrics]\nbind = \"{metrics}\"\n[[inputs]]\ntype = \"grpc\"\nbind = \"127.0.0.1:{{port}}\"\n[[outputs]]\ntype = \"file\"\npath = \"{path}\"\n"
+    );
+    (AgentOptions::new(&config), metrics)
+}
+
+fn scrape(metrics: SocketAddr) -> String {
+    let (status, body) = http_get(metrics, "/metrics");
+    assert_eq!(status, 200);
+    body
+}
+
+fn health(metrics: SocketAddr) -> (u16, serde_json::Value) {
+    let (status, body) = http_get(metrics, "/health");
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("bad /health {body:?}: {e}")),
+    )
+}
+
+#[tokio::test]
+async fn metrics_count_events_in_out_and_invalid_payloads() {
+    let (options, metrics) = observed_pipeline("events/%{index}.jsonl");
+    let agent = Agent::start(options);
+    let mut client = agent.client().await;
+    let events: Vec<_> = (0..500).map(|n| json_event("m-", n, "k", "{\"ok\":1}")).collect();
+    store_ok(&mut client, events).await;
+    let bad: Vec<_> = (0..3).map(|n| json_event("bad-", n, "broken.Kind", "{nope")).collect();
+    store_ok(&mut client, bad).await;
+
+    let text = scrape(metrics);
+    let input = [("pipeline", "main"), ("plugin", "grpc#0")];
+    let output = [("pipeline", "main"), ("plugin", "file#0")];
+    assert_eq!(
+        metric_value(&text, "eventstash_events_in_total", &input),
+        Some(503.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(&text, "eventstash_events_out_total", &output),
+        Some(503.0),
+        "{text}"
+    );
+    let invalid = [("kind", "broken.Kind"), ("reason", "invalidJson")];
+    assert_eq!(
+        metric_value(&text, "eventstash_invalid_events_total", &invalid),
+        Some(3.0),
+        "{text}"
+    );
+    let queue = [("pipeline", "main"), ("queue", "pipeline")];
+    assert_eq!(
+        metric_value(&text, "eventstash_queue_events", &queue),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(metric_value(&text, "eventstash_batch_duration_seconds_count", &output).unwrap() >= 1.0);
+    assert!(metric_value(&text, "eventstash_grpc_stream_duration_seconds_count", &input).unwrap() >= 2.0);
+    assert_eq!(
+        metric_value(&text, "eventstash_grpc_streams_open", &input),
+        Some(0.0),
+        "{text}"
+    );
+}
+
+fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_not_serving_while_an_output_fails_and_back_when_it_recovers() {
+    let (options, metrics) = observed_pipeline("out/%{index}.jsonl");
+    let agent = Agent::start(options);
+    assert!(healthcheck(agent.addr));
+    let (status, report) = health(metrics);
+    assert_eq!((status, report["serving"].as_bool()), (200, Some(true)), "{report}");
+
+    // `out` is a regular file: the output cannot create its directory.
+    std::fs::write(agent.path("out"), "blocker").unwrap();
+    let mut client = agent.client().await;
+    let failed = store(&mut client, vec![json_event("h-", 0, "k", "1")]).await;
+    assert!(failed.is_err());
+    wait_until("health is NOT_SERVING", Duration::from_secs(5), || {
+        !healthcheck(agent.addr)
+    });
+    let (status, report) = health(metrics);
+    assert_eq!(status, 503);
+    assert_eq!(report["outputs"][0]["state"], "failing", "{report}");
+    assert!(
+        report["outputs"][0]["last_error"].as_str().unwrap().contains("out"),
+        "{report}"
+    );
+
+    // The disk is fixed: the next write succeeds and health comes back.
+    std::fs::remove_file(agent.path("out")).unwrap();
+    store_ok(&mut client, vec![json_event("h-", 1, "k", "1")]).await;
+    wait_until("health is SERVING again", Duration::from_secs(5), || {
+        healthcheck(agent.addr)
+    });
+    assert_eq!(health(metrics).1["outputs"][0]["state"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_draining_during_shutdown() {
+    let (mut options, metrics) = observed_pipeline("events/%{index}.jsonl");
+    options.config = options
+        .config
+        .replace("[pipeline]\n", "[pipeline]\nshutdown_timeout_ms = 10000\n");
+    let mut agent = Agent::start(options);
+    let mut client = agent.client().await;
+    let slow = futures::StreamExt::then(tokio_stream::iter(0..20), |n| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        json_event("d-", n, "k", "1")
+    });
+    let stream = tokio::spawn(async move { client.store_event(slow).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    agent.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, report) = health(metrics);
+    assert_eq!(status, 503);
+    assert_eq!(report["state"], "draining", "{report}");
+    assert!(stream.await.unwrap().unwrap().into_inner().success);
+    let (exit, _) = agent.wait_exit(Duration::from_secs(10));
+    assert_eq!(exit.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_second_output_outage_logs_a_bounded_number_of_lines() {
+    let (options, _) = observed_pipeline("out/%{index}.jsonl");
+    let agent = Agent::start(options);
+    std::fs::write(agent.path("out"), "blocker").unwrap();
+    let lines_before = agent.log().lines().count();
+    let mut client = agent.client().await;
+    let started = Instant::now();
+    let mut failures = 0;
+    while started.elapsed() < Duration::from_secs(10) {
+        if store(&mut client, vec![json_event("o-", failures, "k", "1")])
+            .await
+            .is_err()
+        {
+            failures += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let log = agent.log();
+    let lines = log.lines().count() - lines_before;
+    println!("{failures} failed streams during the outage produced {lines} log lines");
+    assert!(failures > 100, "the outage was not exercised: {failures} failures");
+    assert!(lines <= 10, "{lines} log lines for a 10 s outage:\n{log}");
+}
