@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use eventstash_plugin_api::{
-    CancellationToken, Event, EventBatch, EventSink, Filter, InputContext, Payload, SinkClosed,
+    CancellationToken, Event, EventBatch, EventSink, Filter, InputContext, Payload, SinkError,
 };
 use futures::StreamExt as _;
 use metrics::{Counter, counter};
@@ -64,7 +64,7 @@ struct PipelineSink {
 
 #[async_trait]
 impl EventSink for PipelineSink {
-    async fn send(&self, mut batch: EventBatch) -> Result<(), SinkClosed> {
+    async fn send(&self, mut batch: EventBatch) -> Result<(), SinkError> {
         // A batch larger than allowed is split, each part with its own claim.
         while batch.events.len() > self.max_batch_events {
             let tail = batch.events.split_off(self.max_batch_events);
@@ -84,9 +84,12 @@ impl EventSink for PipelineSink {
 }
 
 impl PipelineSink {
-    async fn enqueue(&self, batch: EventBatch) -> Result<(), SinkClosed> {
+    async fn enqueue(&self, batch: EventBatch) -> Result<(), SinkError> {
         let (events, bytes) = (batch.events.len(), batch.size_estimate());
-        self.queue.send(batch, events, bytes).await.map_err(|_| SinkClosed)?;
+        self.queue
+            .send(batch, events, bytes)
+            .await
+            .map_err(|_| SinkError::Closed)?;
         self.events_in.increment(events as u64);
         self.total_in.fetch_add(events as u64, Ordering::Relaxed);
         Ok(())

@@ -26,8 +26,25 @@ pub struct AckError {
 struct AckState {
     /// The first failure, if any handle failed.
     failure: OnceLock<String>,
-    /// Resolves the group's [`AckWait`] when the last handle goes away.
-    done: Option<oneshot::Sender<Result<(), AckError>>>,
+    /// Told the group's outcome when the last handle goes away.
+    done: Option<Notify>,
+}
+
+/// Who learns a group's outcome.
+enum Notify {
+    /// A producer waiting on an [`AckWait`].
+    Waiter(oneshot::Sender<Result<(), AckError>>),
+    /// Engine bookkeeping (a persisted queue's progress), run in place.
+    Callback(Box<dyn FnOnce(Result<(), AckError>) + Send + Sync>),
+}
+
+impl std::fmt::Debug for Notify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Notify::Waiter(_) => "Waiter",
+            Notify::Callback(_) => "Callback",
+        })
+    }
 }
 
 impl Drop for AckState {
@@ -36,10 +53,12 @@ impl Drop for AckState {
             Some(reason) => Err(AckError { reason }),
             None => Ok(()),
         };
-        if let Some(done) = self.done.take() {
+        match self.done.take() {
             // Nobody waiting (the producer went away) is fine: there is no
             // one left to tell.
-            let _ = done.send(outcome);
+            Some(Notify::Waiter(done)) => drop(done.send(outcome)),
+            Some(Notify::Callback(callback)) => callback(outcome),
+            None => {}
         }
     }
 }
@@ -60,14 +79,26 @@ pub struct AckWait {
 /// Opens an ack group: a first handle and the future of the group's outcome.
 pub fn ack_group() -> (AckHandle, AckWait) {
     let (done, wait) = oneshot::channel();
-    let state = AckState {
-        failure: OnceLock::new(),
-        done: Some(done),
-    };
-    let handle = AckHandle {
-        state: Some(Arc::new(state)),
-    };
-    (handle, AckWait { done: wait })
+    (AckHandle::with_notify(Notify::Waiter(done)), AckWait { done: wait })
+}
+
+impl AckHandle {
+    fn with_notify(notify: Notify) -> AckHandle {
+        let state = AckState {
+            failure: OnceLock::new(),
+            done: Some(notify),
+        };
+        AckHandle {
+            state: Some(Arc::new(state)),
+        }
+    }
+
+    /// Opens an ack group whose outcome is handed to `callback` (on the
+    /// thread that settles the last handle) instead of a waiter. The
+    /// callback must be quick and must not block.
+    pub fn with_callback(callback: impl FnOnce(Result<(), AckError>) + Send + Sync + 'static) -> AckHandle {
+        AckHandle::with_notify(Notify::Callback(Box::new(callback)))
+    }
 }
 
 impl AckHandle {
@@ -157,6 +188,22 @@ mod tests {
         root.delivered();
         drop(batch);
         assert!(wait.wait().await.is_err());
+    }
+
+    #[test]
+    fn a_callback_group_reports_its_outcome_once_settled() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let handle = AckHandle::with_callback(move |outcome| log.lock().unwrap().push(outcome.is_ok()));
+        let parts = handle.fan_out(2);
+        assert!(seen.lock().unwrap().is_empty());
+        for part in parts {
+            part.delivered();
+        }
+        assert_eq!(*seen.lock().unwrap(), vec![true]);
+        let log = seen.clone();
+        AckHandle::with_callback(move |outcome| log.lock().unwrap().push(outcome.is_ok())).failed("no");
+        assert_eq!(*seen.lock().unwrap(), vec![true, false]);
     }
 
     #[tokio::test]

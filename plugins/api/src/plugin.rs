@@ -17,17 +17,24 @@ use crate::metrics::PluginContext;
 /// and boxes it here, as tower does.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// The pipeline has stopped taking events (it is shutting down or failed).
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the pipeline is no longer accepting events")]
-pub struct SinkClosed;
+/// Why the pipeline did not take a batch.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SinkError {
+    /// The pipeline has stopped taking events (it is shutting down).
+    #[error("the pipeline is no longer accepting events")]
+    Closed,
+    /// The batch could not be made safe (the persisted queue could not write
+    /// it: disk full, I/O error). The agent keeps running.
+    #[error("events could not be queued: {0}")]
+    Unavailable(String),
+}
 
 /// Where an input sends its events: the pipeline queue.
 #[async_trait]
 pub trait EventSink: Send + Sync {
     /// Queues a batch, waiting while the queue is full: this wait is the
     /// backpressure an input passes on to its producers.
-    async fn send(&self, batch: EventBatch) -> Result<(), SinkClosed>;
+    async fn send(&self, batch: EventBatch) -> Result<(), SinkError>;
 
     /// The most events one batch should carry: larger batches are split.
     fn max_batch_events(&self) -> usize;

@@ -4,7 +4,7 @@ use std::mem;
 use std::sync::Weak;
 
 use chrono::Utc;
-use eventstash_plugin_api::{AckHandle, Event, EventBatch, EventSink, Format, PluginContext, SinkClosed, ack_group};
+use eventstash_plugin_api::{AckHandle, Event, EventBatch, EventSink, Format, PluginContext, SinkError, ack_group};
 use futures::FutureExt as _;
 use metrics::{Gauge, Histogram, gauge, histogram};
 use tokio_util::task::TaskTracker;
@@ -127,9 +127,9 @@ impl EventStashService {
             ack: ack.share(),
             flush,
         };
-        let closed = |closed: SinkClosed| Status::unavailable(format!("{closed}: retry against another instance"));
-        let sink = self.sink.upgrade().ok_or_else(|| closed(SinkClosed))?;
-        sink.send(batch).await.map_err(closed)
+        let unavailable = |error: SinkError| Status::unavailable(format!("{error}: retry the stream"));
+        let sink = self.sink.upgrade().ok_or_else(|| unavailable(SinkError::Closed))?;
+        sink.send(batch).await.map_err(unavailable)
     }
 }
 
