@@ -65,10 +65,19 @@ pub async fn run(pipelines: Vec<PipelineConfig>) -> std::io::Result<RunOutcome> 
     let (failures, mut failed) = mpsc::unbounded_channel();
     let outputs = pipelines.iter().flat_map(output_health).collect();
     let (health, serving) = AgentHealth::new(unhealthy_after, outputs, Vec::new());
-    let running: Vec<RunningPipeline> = pipelines
-        .into_iter()
-        .map(|pipeline| start(pipeline, shutdown.clone(), failures.clone(), serving.clone()))
-        .collect();
+    let mut running: Vec<RunningPipeline> = Vec::with_capacity(pipelines.len());
+    for pipeline in pipelines {
+        match start(pipeline, shutdown.clone(), failures.clone(), serving.clone()) {
+            Ok(pipeline) => running.push(pipeline),
+            Err(reason) => {
+                // Nothing half-started stays up: stop what did start.
+                error!(%reason, "a pipeline cannot start; stopping");
+                shutdown.cancel();
+                wait_all(&running).await;
+                return Ok(RunOutcome::InputFailed);
+            }
+        }
+    }
     drop(failures);
     let queues = running.iter().flat_map(RunningPipeline::queue_readings).collect();
     let health = Arc::new(health.with_queues(queues));
@@ -99,7 +108,7 @@ pub async fn run(pipelines: Vec<PipelineConfig>) -> std::io::Result<RunOutcome> 
     shutdown.cancel();
 
     let deadline = tokio::time::sleep(shutdown_timeout);
-    let finished = tokio::select! {
+    let finished: std::io::Result<RunOutcome> = tokio::select! {
         () = wait_all(&running) => {
             report_counts(&running);
             Ok(outcome)
@@ -117,6 +126,8 @@ pub async fn run(pipelines: Vec<PipelineConfig>) -> std::io::Result<RunOutcome> 
             Ok(RunOutcome::Unfinished)
         }
     };
+    // Persist the outputs' progress, so a restart resends as little as possible.
+    join_all(running.iter().map(RunningPipeline::checkpoint)).await;
     background.cancel();
     finished
 }
@@ -153,10 +164,18 @@ fn report_counts(running: &[RunningPipeline]) {
     info!("drain finished: every accepted event was handled by every output");
 }
 
-/// Logs, per queue, the events that will be lost by exiting now.
+/// Logs, per queue, the events that will be lost by exiting now — or, with
+/// the persisted queue, that wait on disk for the next start.
 fn report_leftovers(running: &[RunningPipeline], reason: &str) {
     let mut total = 0;
     for pipeline in running {
+        if let Some((path, events)) = pipeline.persisted_leftovers() {
+            warn!(
+                pipeline = %pipeline.id, queue = %path.display(), events, reason,
+                "drain incomplete: events remain in the persisted queue and are delivered after the next start"
+            );
+            continue;
+        }
         for (queue, events, bytes) in pipeline.leftovers() {
             total += events;
             error!(pipeline = %pipeline.id, %queue, events, bytes, "events lost: not yet written when the drain stopped");

@@ -32,8 +32,9 @@ const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
 pub(crate) struct OutputItem {
     /// The events.
     pub(crate) events: Arc<Vec<Event>>,
-    /// This output's claim.
-    pub(crate) ack: AckHandle,
+    /// This output's claims: the producer's (while it waits for delivery)
+    /// and the persisted record's.
+    pub(crate) acks: Vec<AckHandle>,
     /// The producer is waiting: write without delay.
     pub(crate) flush: bool,
 }
@@ -200,10 +201,11 @@ impl Writer {
 
 fn settle(items: Vec<Queued<OutputItem>>, outcome: Result<(), String>) {
     for queued in items {
-        let ack = queued.item.ack;
-        match &outcome {
-            Ok(()) => ack.delivered(),
-            Err(reason) => ack.failed(reason.clone()),
+        for ack in queued.item.acks {
+            match &outcome {
+                Ok(()) => ack.delivered(),
+                Err(reason) => ack.failed(reason.clone()),
+            }
         }
     }
 }

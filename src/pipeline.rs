@@ -13,21 +13,21 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use async_trait::async_trait;
-use eventstash_plugin_api::{
-    CancellationToken, Event, EventBatch, EventSink, Filter, InputContext, Payload, SinkError,
-};
+use eventstash_plugin_api::{CancellationToken, Event, Filter, InputContext, Payload};
 use futures::StreamExt as _;
-use metrics::{Counter, counter};
+use metrics::counter;
 use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::config::{FilterPlugin, PipelineConfig};
+use crate::config::{FilterPlugin, InputPlugin, PipelineConfig};
 use crate::health::{OutputHealth, QueueReading};
 use crate::metrics::{EVENTS_IN, INVALID_EVENTS, RELOADS};
 use crate::output_driver::{OutputDriver, OutputItem};
+use crate::persisted_queue::PersistedQueue;
 use crate::queue::{QueueReceiver, QueueSender, Queued, bounded};
+use crate::queue_log::StoredBatch;
+use crate::sink::{Persistence, PipelineItem, PipelineSink};
 
 /// Distinct `kind` labels on the invalid-event counter; producers choose
 /// kinds, so past this they are counted as `other` to bound the series.
@@ -52,62 +52,33 @@ pub struct RunningPipeline {
     events_in: Arc<AtomicU64>,
     /// The filters, for SIGHUP reloads.
     filters: Vec<(String, Arc<dyn Filter>)>,
-}
-
-/// The input side of the pipeline queue.
-struct PipelineSink {
-    queue: QueueSender<EventBatch>,
-    max_batch_events: usize,
-    events_in: Counter,
-    total_in: Arc<AtomicU64>,
-}
-
-#[async_trait]
-impl EventSink for PipelineSink {
-    async fn send(&self, mut batch: EventBatch) -> Result<(), SinkError> {
-        // A batch larger than allowed is split, each part with its own claim.
-        while batch.events.len() > self.max_batch_events {
-            let tail = batch.events.split_off(self.max_batch_events);
-            let head = EventBatch {
-                events: std::mem::replace(&mut batch.events, tail),
-                ack: batch.ack.share(),
-                flush: false,
-            };
-            self.enqueue(head).await?;
-        }
-        self.enqueue(batch).await
-    }
-
-    fn max_batch_events(&self) -> usize {
-        self.max_batch_events
-    }
-}
-
-impl PipelineSink {
-    async fn enqueue(&self, batch: EventBatch) -> Result<(), SinkError> {
-        let (events, bytes) = (batch.events.len(), batch.size_estimate());
-        self.queue
-            .send(batch, events, bytes)
-            .await
-            .map_err(|_| SinkError::Closed)?;
-        self.events_in.increment(events as u64);
-        self.total_in.fetch_add(events as u64, Ordering::Relaxed);
-        Ok(())
-    }
+    /// The persisted queue, if the pipeline has one.
+    persisted: Option<PersistedQueue>,
 }
 
 /// Starts every stage of `config`. Input failures are reported on
-/// `failures`; inputs mirror `serving` in their health protocols.
+/// `failures`; inputs mirror `serving` in their health protocols. With the
+/// persisted queue, what a previous run left unfinished is replayed before
+/// the inputs start.
 pub fn start(
     config: PipelineConfig,
     shutdown: CancellationToken,
     failures: mpsc::UnboundedSender<InputFailure>,
     serving: watch::Receiver<bool>,
-) -> RunningPipeline {
+) -> Result<RunningPipeline, String> {
     let tasks = TaskTracker::new();
     let pipeline_id = config.id.clone();
     let mut queues = Vec::new();
     let mut outputs = Vec::new();
+
+    let output_ids: Vec<String> = config.outputs.iter().map(|o| o.id.clone()).collect();
+    let (persisted, replay) = match &config.persisted {
+        Some(settings) => {
+            let (queue, replay) = PersistedQueue::open(settings.path.clone(), &output_ids, config.queue)?;
+            (Some(queue), replay)
+        }
+        None => (None, Vec::new()),
+    };
 
     let mut output_queues = Vec::with_capacity(config.outputs.len());
     for output in config.outputs {
@@ -123,7 +94,7 @@ pub fn start(
         tasks.spawn(driver.run(receiver));
     }
 
-    let (pipeline_queue, pipeline_receiver) = bounded::<EventBatch>(config.queue);
+    let (pipeline_queue, pipeline_receiver) = bounded::<PipelineItem>(config.queue);
     queues.insert(
         0,
         QueueReading {
@@ -140,44 +111,107 @@ pub fn start(
     let stage = FilterStage::new(&pipeline_id, config.filters);
     tasks.spawn(stage.run(pipeline_receiver, output_queues, config.workers));
 
-    let events_in = Arc::new(AtomicU64::new(0));
-    let max_batch_events = config.queue.max_events.clamp(1, 4096);
-    for input in config.inputs {
-        let labels = [("pipeline", pipeline_id.clone()), ("plugin", input.id.clone())];
-        let ctx = InputContext {
-            context: input.context,
-            sink: Box::new(PipelineSink {
-                queue: pipeline_queue.clone(),
-                max_batch_events,
-                events_in: counter!(EVENTS_IN, &labels),
-                total_in: events_in.clone(),
-            }),
-            shutdown: shutdown.clone(),
-            serving: serving.clone(),
-        };
-        let failures = failures.clone();
-        let name = format!("{pipeline_id}/{}", input.id);
-        tasks.spawn(async move {
-            if let Err(error) = input.input.run(ctx).await {
-                error!(input = %name, %error, "input failed; stopping the agent");
-                let _ = failures.send(InputFailure {
-                    input: name,
-                    error: error.to_string(),
-                });
-            }
+    let persistence = persisted.as_ref().map(|queue| {
+        queues.push(QueueReading {
+            pipeline: pipeline_id.clone(),
+            queue: "persisted".to_owned(),
+            gauge: queue.gauge(),
         });
-    }
-    // The inputs now hold the only senders: the queue closes when they return.
-    drop(pipeline_queue);
+        Arc::new(Persistence {
+            log: queue.handle(),
+            ack_queued: config.persisted.as_ref().is_some_and(|p| p.ack_queued),
+        })
+    });
+    let events_in = Arc::new(AtomicU64::new(0));
+    let inputs = InputStarter {
+        pipeline: pipeline_id.clone(),
+        tasks: tasks.clone(),
+        queue: pipeline_queue,
+        max_batch_events: config.queue.max_events.clamp(1, 4096),
+        persistence,
+        events_in: events_in.clone(),
+        shutdown,
+        failures,
+        serving,
+    };
+    tasks.spawn(inputs.start_after_replay(config.inputs, replay));
     tasks.close();
     info!(pipeline = %pipeline_id, file = %config.file.display(), "pipeline started");
-    RunningPipeline {
+    Ok(RunningPipeline {
         id: pipeline_id,
         tasks,
         queues,
         outputs,
         events_in,
         filters,
+        persisted,
+    })
+}
+
+/// What starting the inputs needs, moved into the task that first replays.
+struct InputStarter {
+    pipeline: String,
+    tasks: TaskTracker,
+    queue: QueueSender<PipelineItem>,
+    max_batch_events: usize,
+    persistence: Option<Arc<Persistence>>,
+    events_in: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+    failures: mpsc::UnboundedSender<InputFailure>,
+    serving: watch::Receiver<bool>,
+}
+
+impl InputStarter {
+    /// Queues the replayed records (in order, before anything new), then
+    /// starts the inputs. The inputs hold the only queue senders after
+    /// this, so the queue closes when they return.
+    async fn start_after_replay(self, inputs: Vec<InputPlugin>, replay: Vec<StoredBatch>) {
+        if let Some(persistence) = &self.persistence {
+            let records = replay.len();
+            for batch in replay {
+                let bytes = batch.events.iter().map(Event::size_estimate).sum();
+                let record = persistence.log.replay_claims(&batch, bytes).await;
+                let count = batch.events.len();
+                let item = PipelineItem {
+                    events: batch.events,
+                    ack: None,
+                    flush: true,
+                    record: Some(record),
+                };
+                if self.queue.send(item, count, bytes).await.is_err() {
+                    return;
+                }
+            }
+            if records > 0 {
+                info!(pipeline = %self.pipeline, records, "replay queued; starting inputs");
+            }
+        }
+        for input in inputs {
+            let labels = [("pipeline", self.pipeline.clone()), ("plugin", input.id.clone())];
+            let ctx = InputContext {
+                context: input.context,
+                sink: Box::new(PipelineSink {
+                    queue: self.queue.clone(),
+                    max_batch_events: self.max_batch_events,
+                    persistence: self.persistence.clone(),
+                    events_in: counter!(EVENTS_IN, &labels),
+                    total_in: self.events_in.clone(),
+                }),
+                shutdown: self.shutdown.clone(),
+                serving: self.serving.clone(),
+            };
+            let failures = self.failures.clone();
+            let name = format!("{}/{}", self.pipeline, input.id);
+            self.tasks.spawn(async move {
+                if let Err(error) = input.input.run(ctx).await {
+                    error!(input = %name, %error, "input failed; stopping the agent");
+                    let _ = failures.send(InputFailure {
+                        input: name,
+                        error: error.to_string(),
+                    });
+                }
+            });
+        }
     }
 }
 
@@ -203,7 +237,7 @@ impl FilterStage {
     /// Filtering is CPU work (protobuf decoding), so up to `workers` batches
     /// are filtered at once on the runtime's threads; `buffered` hands them
     /// on in queue order, so a stream's events keep their order everywhere.
-    async fn run(mut self, queue: QueueReceiver<EventBatch>, outputs: Vec<QueueSender<OutputItem>>, workers: usize) {
+    async fn run(mut self, queue: QueueReceiver<PipelineItem>, outputs: Vec<QueueSender<OutputItem>>, workers: usize) {
         let batches = futures::stream::unfold(queue, |mut queue| async move {
             queue.recv().await.map(|queued| (queued, queue))
         });
@@ -217,17 +251,31 @@ impl FilterStage {
             let Some(queued) = queued else { continue };
             self.count_invalid(&queued.item.events);
             let (events_count, bytes) = (queued.events, queued.bytes);
-            let EventBatch { events, ack, flush } = queued.item;
+            let PipelineItem {
+                events,
+                ack,
+                flush,
+                mut record,
+            } = queued.item;
+            // Every output, or on replay only those still missing the record.
+            let targets: Vec<usize> = match &record {
+                Some(claims) => (0..outputs.len()).filter(|&i| claims.per_output[i].is_some()).collect(),
+                None => (0..outputs.len()).collect(),
+            };
+            let mut producer_claims = ack.map(|ack| ack.fan_out(targets.len()).into_iter());
             let events = Arc::new(events);
-            for (output, ack) in outputs.iter().zip(ack.fan_out(outputs.len())) {
+            for output in targets {
+                let mut acks = Vec::with_capacity(2);
+                acks.extend(producer_claims.as_mut().and_then(Iterator::next));
+                acks.extend(record.as_mut().and_then(|claims| claims.per_output[output].take()));
                 let item = OutputItem {
                     events: events.clone(),
-                    ack,
+                    acks,
                     flush,
                 };
-                if output.send(item, events_count, bytes).await.is_err() {
-                    // The claim inside the item is dropped unsettled: its
-                    // producer gets an error, never a false success.
+                if outputs[output].send(item, events_count, bytes).await.is_err() {
+                    // The claims inside the item are dropped unsettled: the
+                    // producer gets an error, the record stays on disk.
                     warn!("an output queue is closed; events for it are reported as failed");
                 }
             }
@@ -257,7 +305,10 @@ impl FilterStage {
 
 /// Runs the filters over one batch on a runtime thread of its own. A filter
 /// that panics loses the batch's claims, so its producers get an error.
-async fn apply_filters(filters: Arc<[Arc<dyn Filter>]>, mut queued: Queued<EventBatch>) -> Option<Queued<EventBatch>> {
+async fn apply_filters(
+    filters: Arc<[Arc<dyn Filter>]>,
+    mut queued: Queued<PipelineItem>,
+) -> Option<Queued<PipelineItem>> {
     if filters.is_empty() || queued.item.events.is_empty() {
         return Some(queued);
     }
@@ -316,6 +367,18 @@ impl RunningPipeline {
             .map(|(id, delivered)| (id.clone(), delivered.load(Ordering::Relaxed)))
             .collect();
         (self.events_in.load(Ordering::Relaxed), outputs)
+    }
+
+    /// The persisted queue's directory and the events it still holds.
+    pub fn persisted_leftovers(&self) -> Option<(std::path::PathBuf, usize)> {
+        self.persisted.as_ref().map(|q| (q.path.clone(), q.gauge().events()))
+    }
+
+    /// Persists the progress of the outputs (best effort, bounded in time).
+    pub async fn checkpoint(&self) {
+        if let Some(queue) = &self.persisted {
+            queue.checkpoint(std::time::Duration::from_secs(2)).await;
+        }
     }
 
     /// What each queue still holds, for the report of an unfinished drain.

@@ -34,7 +34,13 @@ pub(crate) struct Queued<T> {
     pub(crate) events: usize,
     /// Estimated bytes the item counts for.
     pub(crate) bytes: usize,
-    _permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    _permits: Permits,
+}
+
+/// Capacity taken from a [`QueueGauge`], given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Permits {
+    _held: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
 }
 
 /// The sending side; cheap to clone.
@@ -70,11 +76,7 @@ pub(crate) struct QueueGauge {
 /// Makes a queue with the given limits.
 pub(crate) fn bounded<T>(limits: QueueLimits) -> (QueueSender<T>, QueueReceiver<T>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let gauge = QueueGauge {
-        events: Arc::new(Semaphore::new(limits.max_events)),
-        bytes: Arc::new(Semaphore::new(limits.max_bytes)),
-        limits,
-    };
+    let gauge = QueueGauge::new(limits);
     (QueueSender { tx, gauge }, QueueReceiver { rx })
 }
 
@@ -83,18 +85,7 @@ impl<T> QueueSender<T> {
     /// An item larger than the whole queue waits for the queue to be empty,
     /// then takes all of it, so it is never stuck.
     pub(crate) async fn send(&self, item: T, events: usize, bytes: usize) -> Result<(), QueueClosed> {
-        let permits = if events == 0 && bytes == 0 {
-            None
-        } else {
-            let event_permits = events.min(self.gauge.limits.max_events) as u32;
-            let byte_permits = bytes.min(self.gauge.limits.max_bytes) as u32;
-            let events_held = self.gauge.events.clone().acquire_many_owned(event_permits).await;
-            let bytes_held = self.gauge.bytes.clone().acquire_many_owned(byte_permits).await;
-            Some((
-                events_held.map_err(|_| QueueClosed)?,
-                bytes_held.map_err(|_| QueueClosed)?,
-            ))
-        };
+        let permits = self.gauge.acquire(events, bytes).await;
         let queued = Queued {
             item,
             events,
@@ -123,6 +114,35 @@ impl<T> QueueReceiver<T> {
 }
 
 impl QueueGauge {
+    /// A capacity of its own, without a channel: for bounds on things that
+    /// are not queued items (the persisted queue's records on disk).
+    pub(crate) fn new(limits: QueueLimits) -> QueueGauge {
+        QueueGauge {
+            events: Arc::new(Semaphore::new(limits.max_events)),
+            bytes: Arc::new(Semaphore::new(limits.max_bytes)),
+            limits,
+        }
+    }
+
+    /// Takes room for `events` and `bytes`, waiting until there is. More
+    /// than the whole capacity waits for all of it, so it is never stuck.
+    pub(crate) async fn acquire(&self, events: usize, bytes: usize) -> Permits {
+        if events == 0 && bytes == 0 {
+            return Permits { _held: None };
+        }
+        let event_permits = events.min(self.limits.max_events) as u32;
+        let byte_permits = bytes.min(self.limits.max_bytes) as u32;
+        // The semaphores are never closed, so acquiring cannot fail.
+        let events_held = self.events.clone().acquire_many_owned(event_permits).await;
+        let bytes_held = self.bytes.clone().acquire_many_owned(byte_permits).await;
+        match (events_held, bytes_held) {
+            (Ok(events), Ok(bytes)) => Permits {
+                _held: Some((events, bytes)),
+            },
+            _ => Permits { _held: None },
+        }
+    }
+
     /// Events held: queued or still being worked on.
     pub(crate) fn events(&self) -> usize {
         self.limits.max_events - self.events.available_permits()

@@ -7,6 +7,8 @@
 
 use eventstash_filter_protobuf as filter_protobuf;
 use eventstash_input_grpc as input_grpc;
+use eventstash_output_dynamodb as output_dynamodb;
+use eventstash_output_elasticsearch as output_elasticsearch;
 use eventstash_output_file as output_file;
 use eventstash_output_stdout as output_stdout;
 use eventstash_plugin_api::{Filter, Input, Output, PluginContext};
@@ -25,7 +27,12 @@ pub(crate) struct PluginConfigError {
 
 const INPUTS: &[&str] = &[input_grpc::NAME];
 const FILTERS: &[&str] = &[filter_protobuf::NAME];
-const OUTPUTS: &[&str] = &[output_file::NAME, output_stdout::NAME];
+const OUTPUTS: &[&str] = &[
+    output_file::NAME,
+    output_stdout::NAME,
+    output_elasticsearch::NAME,
+    output_dynamodb::NAME,
+];
 
 /// Builds the input whose `type` is `kind` from the rest of its table.
 pub(crate) fn build_input(kind: &str, table: toml::Table) -> Result<Box<dyn Input>, PluginConfigError> {
@@ -55,7 +62,7 @@ pub(crate) fn build_filter(kind: &str, table: toml::Table) -> Result<Box<dyn Fil
 pub(crate) fn build_output(
     kind: &str,
     table: toml::Table,
-    _context: &PluginContext,
+    context: &PluginContext,
 ) -> Result<Box<dyn Output>, PluginConfigError> {
     match kind {
         output_file::NAME => Ok(Box::new(
@@ -66,6 +73,16 @@ pub(crate) fn build_output(
         output_stdout::NAME => Ok(Box::new(
             parse::<output_stdout::StdoutOutputConfig>(table)?
                 .build()
+                .map_err(build_error)?,
+        )),
+        output_elasticsearch::NAME => Ok(Box::new(
+            parse::<output_elasticsearch::ElasticsearchOutputConfig>(table)?
+                .build(context)
+                .map_err(build_error)?,
+        )),
+        output_dynamodb::NAME => Ok(Box::new(
+            parse::<output_dynamodb::DynamoDbOutputConfig>(table)?
+                .build(context)
                 .map_err(build_error)?,
         )),
         other => Err(unknown("output", other, OUTPUTS)),

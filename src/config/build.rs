@@ -31,6 +31,15 @@ pub struct BatchSettings {
     pub concurrency: usize,
 }
 
+/// Where the persisted queue lives and when producers are acknowledged.
+#[derive(Debug, Clone)]
+pub struct PersistedSettings {
+    /// The queue directory (`[queue] path`, default `data/queue/<pipeline id>`).
+    pub path: PathBuf,
+    /// `ack = "queued"`: acknowledge once synced to the queue.
+    pub ack_queued: bool,
+}
+
 /// A built input and who it is.
 pub struct InputPlugin {
     /// `type#index` unless the table gives an `id`.
@@ -81,6 +90,8 @@ pub struct PipelineConfig {
     pub metrics_bind: Option<SocketAddr>,
     /// The log format the file asks for.
     pub log_format: Option<LogFormat>,
+    /// The persisted queue, if `[queue] type = "persisted"`.
+    pub persisted: Option<PersistedSettings>,
     /// Inputs, in file order.
     pub inputs: Vec<InputPlugin>,
     /// Filters, applied in file order.
@@ -113,22 +124,22 @@ pub(super) fn build(file: &Path, parsed: PipelineFile) -> Result<PipelineConfig,
         None => None,
     };
 
-    match (queue.kind, queue.ack) {
-        (QueueType::Persisted, _) => {
-            return Err(error(
-                "queue.type".into(),
-                "the persisted queue is not available in this version; use \"memory\"".into(),
-            ));
-        }
-        (QueueType::Memory, AckMode::Queued) => {
+    let persisted = match (queue.kind, queue.ack) {
+        (QueueType::Memory, Some(AckMode::Queued)) => {
             return Err(error(
                 "queue.ack".into(),
                 "\"queued\" needs `type = \"persisted\"`; the memory queue acknowledges when delivered".into(),
             ));
         }
-        (QueueType::Memory, AckMode::Delivered) => {}
-    }
-    let _ = queue.path;
+        (QueueType::Memory, _) => None,
+        (QueueType::Persisted, ack) => Some(PersistedSettings {
+            path: queue
+                .path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("data/queue").join(&pipeline.id)),
+            ack_queued: ack != Some(AckMode::Delivered),
+        }),
+    };
     let pipeline_queue = queue_limits(queue.max_events, queue.max_bytes)
         .map_err(|(key, message)| error(format!("queue.{key}"), message))?;
     if pipeline.batch_size == 0 {
@@ -207,6 +218,7 @@ pub(super) fn build(file: &Path, parsed: PipelineFile) -> Result<PipelineConfig,
         unhealthy_after: Duration::from_millis(pipeline.unhealthy_after_ms),
         metrics_bind,
         log_format: pipeline.log_format,
+        persisted,
         inputs: built_inputs,
         filters: built_filters,
         outputs: built_outputs,

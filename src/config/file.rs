@@ -107,8 +107,9 @@ pub(super) struct QueueSection {
     pub(super) max_bytes: ByteSize,
     #[serde(default)]
     pub(super) path: Option<PathBuf>,
+    /// Default: `queued` with the persisted queue, `delivered` otherwise.
     #[serde(default)]
-    pub(super) ack: AckMode,
+    pub(super) ack: Option<AckMode>,
 }
 
 impl Default for QueueSection {
@@ -118,7 +119,7 @@ impl Default for QueueSection {
             max_events: default_max_events(),
             max_bytes: default_max_bytes(),
             path: None,
-            ack: AckMode::Delivered,
+            ack: None,
         }
     }
 }

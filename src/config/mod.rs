@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 pub(crate) use build::value_from_table;
-pub use build::{BatchSettings, FilterPlugin, InputPlugin, OutputPlugin, PipelineConfig};
+pub use build::{BatchSettings, FilterPlugin, InputPlugin, OutputPlugin, PersistedSettings, PipelineConfig};
 pub use file::LogFormat;
 use file::PipelineFile;
 pub use interpolate::{InterpolateError, interpolate};

@@ -91,11 +91,11 @@ impl OpenFiles {
     fn open(&self, path: &str) -> Result<File, FileOutputError> {
         let path = Path::new(path);
         let mut options = OpenOptions::new();
-        options.append(true);
+        options.append(true).read(true);
         // Opening an existing file is the common case; creating one (and its
         // directories) is tried only when it is missing.
         match options.open(path) {
-            Ok(file) => return Ok(file),
+            Ok(file) => return end_torn_line(file, path),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(error) => return Err(open_error(path, error)),
         }
@@ -194,6 +194,27 @@ fn sync_dir(dir: &Path) -> Result<(), FileOutputError> {
         })
 }
 
+/// A process killed in the middle of a write can leave a last line without
+/// its newline; the next document would be glued to it and both unreadable.
+/// Ending that line first keeps every later document on a line of its own.
+fn end_torn_line(mut file: File, path: &Path) -> Result<File, FileOutputError> {
+    use std::os::unix::fs::FileExt as _;
+    let len = file.metadata().map_err(|error| open_error(path, error))?.len();
+    if len == 0 {
+        return Ok(file);
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len - 1)
+        .map_err(|error| open_error(path, error))?;
+    if last[0] != b'\n' {
+        file.write_all(b"\n").map_err(|error| FileOutputError::Write {
+            path: path.to_owned(),
+            error,
+        })?;
+    }
+    Ok(file)
+}
+
 fn open_error(path: &Path, error: io::Error) -> FileOutputError {
     FileOutputError::Open {
         path: path.to_owned(),
@@ -225,6 +246,19 @@ mod tests {
         files.append(&b, b"5\n").unwrap();
         assert_eq!(fs::read_to_string(&b).unwrap(), "2\n5\n");
         assert_eq!(fs::read_to_string(&a).unwrap(), "1\n3\n");
+    }
+
+    #[test]
+    fn a_torn_last_line_left_by_a_crash_is_ended_before_new_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let torn = path(&dir, "torn");
+        fs::write(&torn, "{\"id\":\"1\"}\n{\"id\":\"2\",\"da").unwrap();
+        let mut files = OpenFiles::new(2, false);
+        files.append(&torn, b"{\"id\":\"3\"}\n").unwrap();
+        assert_eq!(
+            fs::read_to_string(&torn).unwrap(),
+            "{\"id\":\"1\"}\n{\"id\":\"2\",\"da\n{\"id\":\"3\"}\n"
+        );
     }
 
     #[test]

@@ -1,0 +1,32 @@
+//! The `dynamodb` output: stores each event as one item of a DynamoDB table,
+//! the event table of the AWS design (`RequestId` + `Timestamp` key, `Id`,
+//! `Type`, `Source` and `Data` attributes, `Type-Index` and `Source-Index`
+//! global secondary indexes).
+//!
+//! [`DynamoDbOutputConfig`] is the TOML table, checked by
+//! [`DynamoDbOutputConfig::build`] without touching the network, so
+//! `eventstash validate` runs anywhere. The [`DynamoDbOutput`] it builds
+//! connects on its first write (credentials and region from the standard AWS
+//! chain), checks or creates the table, then writes every batch with
+//! `BatchWriteItem`, 25 items per request and several requests in flight. It
+//! retries throttling, unprocessed items and outages without limit and
+//! returns only when every event is stored or, if DynamoDB refuses the item
+//! itself (too large, invalid), written to the dead-letter file.
+#![warn(missing_docs, unreachable_pub)]
+
+mod attribute_value;
+mod batch_write;
+mod client;
+mod config;
+mod error;
+mod item;
+mod retry;
+mod sink;
+mod table;
+
+pub use config::{DynamoDbOutputConfig, KeyConfig};
+pub use error::DynamoDbOutputError;
+pub use sink::DynamoDbOutput;
+
+/// The `type` that selects this output in a pipeline file.
+pub const NAME: &str = "dynamodb";

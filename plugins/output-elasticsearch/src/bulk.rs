@@ -1,0 +1,211 @@
+//! The bulk request body: for each event an action line naming its index
+//! and id, then its document.
+//!
+//! A batch is encoded once. Each event's two lines are a span of one
+//! buffer, so a retry of the few items Elasticsearch throttled sends just
+//! their spans again, without rendering or serializing anything twice.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use eventstash_plugin_api::{Event, FieldTemplate};
+use serde::Deserialize;
+
+use crate::error::ElasticsearchOutputError;
+
+/// Bytes an action line adds to a document, besides index name and id;
+/// used to size the buffer once per batch.
+const ACTION_OVERHEAD: usize = 40;
+
+/// The bulk action each event is sent with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BulkAction {
+    /// Create the document or replace the one with the same id.
+    Index,
+    /// Create the document; one with the same id is left as it is.
+    Create,
+}
+
+impl BulkAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            BulkAction::Index => "index",
+            BulkAction::Create => "create",
+        }
+    }
+}
+
+/// Turns events into bulk lines.
+#[derive(Debug)]
+pub(crate) struct BulkEncoder {
+    action: BulkAction,
+    index: FieldTemplate,
+    document_id: FieldTemplate,
+}
+
+/// A batch's bulk lines, ready to send in whole or in part.
+#[derive(Debug)]
+pub(crate) struct EncodedBatch {
+    /// Every event's action line and document.
+    lines: Bytes,
+    /// Where each event's lines are in `lines`, in batch order.
+    spans: Vec<Range<usize>>,
+}
+
+impl BulkEncoder {
+    pub(crate) fn new(action: BulkAction, index: FieldTemplate, document_id: FieldTemplate) -> BulkEncoder {
+        BulkEncoder {
+            action,
+            index,
+            document_id,
+        }
+    }
+
+    /// The action every event is sent with.
+    pub(crate) fn action(&self) -> BulkAction {
+        self.action
+    }
+
+    /// Encodes `events` in order.
+    pub(crate) fn encode(&self, events: &[&Event]) -> Result<EncodedBatch, ElasticsearchOutputError> {
+        let capacity = events
+            .iter()
+            .map(|event| event.size_estimate() + ACTION_OVERHEAD + 2 * event.id.len())
+            .sum();
+        let mut lines = Vec::with_capacity(capacity);
+        let mut spans = Vec::with_capacity(events.len());
+        // Rendered into in place, so names and ids cost no allocation per event.
+        let (mut index, mut id) = (String::new(), String::new());
+        for event in events {
+            let start = lines.len();
+            self.index.render_into(event, &mut index, push_str);
+            self.document_id.render_into(event, &mut id, push_str);
+            self.push_event(&mut lines, event, &index, &id)
+                .map_err(|error| ElasticsearchOutputError::Encode {
+                    id: event.id.clone(),
+                    error,
+                })?;
+            spans.push(start..lines.len());
+        }
+        Ok(EncodedBatch {
+            lines: Bytes::from(lines),
+            spans,
+        })
+    }
+
+    fn push_event(&self, lines: &mut Vec<u8>, event: &Event, index: &str, id: &str) -> Result<(), serde_json::Error> {
+        lines.extend_from_slice(b"{\"");
+        lines.extend_from_slice(self.action.as_str().as_bytes());
+        lines.extend_from_slice(b"\":{\"_index\":");
+        serde_json::to_writer(&mut *lines, index)?;
+        lines.extend_from_slice(b",\"_id\":");
+        serde_json::to_writer(&mut *lines, id)?;
+        lines.extend_from_slice(b"}}\n");
+        serde_json::to_writer(&mut *lines, event)?;
+        lines.push(b'\n');
+        Ok(())
+    }
+}
+
+/// Field values go into names and ids as they are: Logstash does not
+/// escape them either, and Elasticsearch rejects (per item) what it cannot use.
+fn push_str(value: &str, out: &mut String) {
+    out.push_str(value);
+}
+
+impl EncodedBatch {
+    /// How many events the batch holds.
+    pub(crate) fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// The request body for the events at `positions` (ascending batch
+    /// positions): the whole buffer, shared, when that is all of them.
+    pub(crate) fn body(&self, positions: &[usize]) -> Bytes {
+        if positions.len() == self.spans.len() {
+            return self.lines.clone();
+        }
+        let size = positions.iter().map(|&i| self.spans[i].len()).sum();
+        let mut body = BytesMut::with_capacity(size);
+        for &i in positions {
+            body.extend_from_slice(&self.lines[self.spans[i].clone()]);
+        }
+        body.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use chrono::TimeZone;
+    use eventstash_plugin_api::Format;
+    use serde_json::Value;
+
+    fn event(kind: &str, id: &str) -> Event {
+        let at = chrono::Utc.with_ymd_and_hms(2021, 1, 1, 10, 0, 0).unwrap();
+        let data = Bytes::from_static(br#"{"n":1}"#);
+        Event::new(Format::Json, data, kind.into(), id.into(), at)
+    }
+
+    fn encoder(action: BulkAction) -> BulkEncoder {
+        BulkEncoder::new(
+            action,
+            FieldTemplate::parse("evt-%{index}-%{+xxxx-MM-ww}").unwrap(),
+            FieldTemplate::parse("%{id}").unwrap(),
+        )
+    }
+
+    fn lines(body: &[u8]) -> Vec<Value> {
+        let text = std::str::from_utf8(body).unwrap();
+        assert!(text.ends_with('\n'), "bulk body must end with a newline");
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn each_event_is_an_action_line_and_its_document() {
+        let (a, b) = (event("contact.AddressBook", "e-1"), event("x", "e\"2"));
+        let batch = encoder(BulkAction::Index).encode(&[&a, &b]).unwrap();
+        assert_eq!(batch.len(), 2);
+        let lines = lines(&batch.body(&[0, 1]));
+        assert_eq!(lines.len(), 4);
+        assert_eq!(
+            lines[0],
+            serde_json::json!({"index": {"_index": "evt-contact-address-book-2020-01-53", "_id": "e-1"}})
+        );
+        assert_eq!(lines[1]["kind"], "contact.AddressBook");
+        assert_eq!(lines[1]["data"]["n"], 1);
+        assert_eq!(lines[1]["@timestamp"], "2021-01-01T10:00:00.000Z");
+        // Ids are JSON-escaped, not trusted.
+        assert_eq!(lines[2]["index"]["_id"], "e\"2");
+        assert_eq!(lines[3]["id"], "e\"2");
+    }
+
+    #[test]
+    fn create_uses_the_create_action() {
+        let a = event("k", "1");
+        let batch = encoder(BulkAction::Create).encode(&[&a]).unwrap();
+        let lines = lines(&batch.body(&[0]));
+        assert_eq!(lines[0]["create"]["_id"], "1");
+    }
+
+    #[test]
+    fn a_partial_body_holds_only_the_chosen_events_in_order() {
+        let events: Vec<Event> = (0..4).map(|i| event("k", &i.to_string())).collect();
+        let refs: Vec<&Event> = events.iter().collect();
+        let batch = encoder(BulkAction::Index).encode(&refs).unwrap();
+        let lines = lines(&batch.body(&[1, 3]));
+        let ids: Vec<&Value> = lines.iter().step_by(2).map(|l| &l["index"]["_id"]).collect();
+        assert_eq!(ids, ["1", "3"]);
+        assert_eq!(lines[1]["id"], "1");
+        assert_eq!(lines[3]["id"], "3");
+    }
+
+    #[test]
+    fn the_whole_batch_body_is_shared_not_copied() {
+        let a = event("k", "1");
+        let batch = encoder(BulkAction::Index).encode(&[&a]).unwrap();
+        assert_eq!(batch.body(&[0]).as_ptr(), batch.lines.as_ptr());
+    }
+}

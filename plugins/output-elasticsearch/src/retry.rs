@@ -1,0 +1,192 @@
+//! When to retry, and how an outage is reported.
+//!
+//! Retries themselves wait with the shared [`Backoff`]; this file decides
+//! which whole-request statuses are worth another try and keeps the logs of
+//! a long outage to a few lines: an error the first time the cluster cannot
+//! be reached, a warning when a healthy cluster starts failing, then one line
+//! per interval with how many failures were held back, and one line when it
+//! recovers. The output's [`ComponentHealth`] follows the same states, so the
+//! engine can turn a long outage into NOT_SERVING.
+//!
+//! [`Backoff`]: eventstash_plugin_api::Backoff
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use eventstash_plugin_api::{ComponentHealth, LogThrottle};
+use tracing::{error, info, warn};
+
+/// How often a continuing failure is logged again.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Whether a whole request that got `status` may succeed when sent again.
+///
+/// Throttling, timeouts and server errors pass. So do 401 and 403: the
+/// events are fine and an operator fixing the credentials or the role lets
+/// them through, which beats failing every producer meanwhile. Other 4xx
+/// statuses (a body the cluster cannot parse, a request too large, a wrong
+/// URL path) would fail the same way again.
+pub(crate) fn is_retryable_status(status: u16) -> bool {
+    matches!(status, 401 | 403 | 408 | 429 | 500..=599)
+}
+
+/// Why a request got no usable answer.
+#[derive(Debug)]
+pub(crate) struct RequestFailure {
+    /// Sending it again may work.
+    pub(crate) retryable: bool,
+    /// The node's URL and what went wrong, for logs and errors.
+    pub(crate) message: String,
+}
+
+/// The log lines and health of one kind of repeated failure: requests that
+/// get no usable answer, or items the cluster keeps throttling.
+#[derive(Debug)]
+pub(crate) struct FailureReport {
+    /// What is failing, in the log lines: `requests` or `items`.
+    what: &'static str,
+    /// The output's id, on every line.
+    output: String,
+    /// The engine's view of the output.
+    health: ComponentHealth,
+    /// When the current run of failures began.
+    failing_since: Mutex<Option<Instant>>,
+    /// Set once the cluster has answered: before that, a failure is a
+    /// start-up problem and logged as an error.
+    reached: AtomicBool,
+    throttle: LogThrottle,
+}
+
+impl FailureReport {
+    /// For requests: failures before the first answer mean the cluster
+    /// cannot be reached at start.
+    pub(crate) fn for_requests(output: &str, health: ComponentHealth) -> FailureReport {
+        FailureReport::new("requests", output, health, false)
+    }
+
+    /// For items: they only fail once the cluster answers.
+    pub(crate) fn for_items(output: &str, health: ComponentHealth) -> FailureReport {
+        FailureReport::new("items", output, health, true)
+    }
+
+    fn new(what: &'static str, output: &str, health: ComponentHealth, reached: bool) -> Self {
+        FailureReport {
+            what,
+            output: output.to_owned(),
+            health,
+            failing_since: Mutex::new(None),
+            reached: AtomicBool::new(reached),
+            throttle: LogThrottle::new(LOG_INTERVAL),
+        }
+    }
+
+    /// Records an attempt that made no progress and will be retried after
+    /// `delay`: the output is failing.
+    pub(crate) fn failed(&self, events: usize, message: &str, delay: Duration) {
+        self.health.failing(message);
+        self.log(events, message, delay);
+    }
+
+    /// Records an attempt that stored part of its events and will retry the
+    /// rest after `delay`: logged, but the output is working.
+    pub(crate) fn slowed(&self, events: usize, message: &str, delay: Duration) {
+        self.log(events, message, delay);
+    }
+
+    /// Records an attempt that got its answer; logs the end of an outage.
+    pub(crate) fn succeeded(&self) {
+        self.reached.store(true, Ordering::Relaxed);
+        let Some(since) = self.lock().take() else {
+            return;
+        };
+        self.health.recovered();
+        self.throttle.reset();
+        let (output, what) = (self.output.as_str(), self.what);
+        info!(output, what, after = ?since.elapsed(), "Elasticsearch recovered");
+    }
+
+    fn log(&self, events: usize, message: &str, delay: Duration) {
+        let first = {
+            let mut since = self.lock();
+            let first = since.is_none();
+            since.get_or_insert_with(Instant::now);
+            first
+        };
+        let Some(held_back) = self.throttle.allow() else {
+            return;
+        };
+        let (output, what, error) = (self.output.as_str(), self.what, message);
+        if !self.reached.load(Ordering::Relaxed) {
+            error!(
+                output,
+                what,
+                events,
+                error,
+                ?delay,
+                held_back,
+                "Elasticsearch unavailable at start; events wait and are retried until it answers"
+            );
+        } else if first {
+            warn!(output, what, events, error, ?delay, "Elasticsearch failing; retrying");
+        } else {
+            warn!(
+                output,
+                what,
+                events,
+                error,
+                ?delay,
+                held_back,
+                "Elasticsearch still failing; retrying"
+            );
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.failing_since
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_and_server_errors_are_retried_client_errors_are_not() {
+        for status in [429, 500, 502, 503, 504, 408, 401, 403] {
+            assert!(is_retryable_status(status), "{status}");
+        }
+        for status in [400, 404, 405, 409, 413] {
+            assert!(!is_retryable_status(status), "{status}");
+        }
+    }
+
+    #[test]
+    fn health_follows_failures_and_recovery() {
+        let health = ComponentHealth::default();
+        let report = FailureReport::for_requests("es#0", health.clone());
+        report.succeeded();
+        assert_eq!(health.snapshot().failing_since, None);
+        report.failed(10, "connection refused", Duration::from_millis(100));
+        report.failed(10, "connection refused", Duration::from_millis(200));
+        let snapshot = health.snapshot();
+        assert!(snapshot.failing_since.is_some());
+        assert_eq!(snapshot.last_error.as_deref(), Some("connection refused"));
+        report.succeeded();
+        assert_eq!(health.snapshot().failing_since, None);
+        assert!(report.lock().is_none());
+    }
+
+    #[test]
+    fn slow_progress_is_logged_but_not_a_health_failure() {
+        let health = ComponentHealth::default();
+        let report = FailureReport::for_items("es#0", health.clone());
+        report.slowed(3, "3 of 10 items throttled", Duration::from_millis(100));
+        assert_eq!(health.snapshot().failing_since, None);
+        assert!(report.lock().is_some());
+        report.succeeded();
+        assert!(report.lock().is_none());
+    }
+}

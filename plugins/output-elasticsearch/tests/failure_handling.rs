@@ -1,0 +1,157 @@
+//! Failures a real cluster produces under load, injected by the fault proxy
+//! (`support::fault_proxy`) in front of osmem-server: nothing may be lost or
+//! duplicated, rejected events must reach the dead-letter file with their
+//! reason, and `write` may return only once every event has its outcome.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use eventstash_plugin_api::{Output, OutputBatch};
+use serde_json::json;
+use support::fault_proxy::FaultProxy;
+use support::{Server, dead_letters, events, new_year_2021, output, server_url, unique, write_all};
+
+#[tokio::test]
+async fn a_storm_of_throttled_items_loses_and_duplicates_nothing() {
+    let server = Server::connect();
+    let proxy = FaultProxy::start(&server_url()).await;
+    let index = unique("storm");
+    // Short waits: the storm lasts 40 rounds, each waiting its backoff.
+    let options = json!({"index": index, "retry_max_backoff_ms": 100});
+    let under_test = output(&[proxy.url()], options);
+    // Every second item of the next 40 requests is throttled (not stored):
+    // only those may be sent again, until each is stored once.
+    proxy.faults(|f| {
+        f.throttle_rounds = 40;
+        f.throttle_every = 2;
+    });
+    write_all(&under_test.output, events("kind", "s", 3_000, new_year_2021()), 500).await;
+
+    let stats = proxy.stats();
+    let throttled = stats.throttled_items.load(Ordering::Relaxed);
+    assert!(throttled >= 1_000, "only {throttled} items were throttled");
+    assert_eq!(server.count(&index).await, 3_000);
+    assert!(dead_letters(&under_test.dead_letter_path).is_empty());
+}
+
+#[tokio::test]
+async fn whole_requests_answered_429_or_503_are_sent_again() {
+    let server = Server::connect();
+    let proxy = FaultProxy::start(&server_url()).await;
+    let index = unique("whole");
+    let under_test = output(&[proxy.url()], json!({"index": index}));
+    proxy.faults(|f| f.fail_bulk.extend([503, 429, 503, 502, 429]));
+    write_all(&under_test.output, events("kind", "w", 1_000, new_year_2021()), 250).await;
+
+    assert_eq!(proxy.stats().failed_requests.load(Ordering::Relaxed), 5);
+    assert_eq!(server.count(&index).await, 1_000);
+}
+
+#[tokio::test]
+async fn a_refused_bulk_request_fails_the_batch() {
+    let proxy = FaultProxy::start(&server_url()).await;
+    let under_test = output(&[proxy.url()], json!({"index": unique("refused")}));
+    proxy.faults(|f| f.fail_bulk.push_back(413));
+    let error = under_test
+        .output
+        .write(OutputBatch::from(events("kind", "r", 10, new_year_2021())))
+        .await
+        .expect_err("a 413 for the whole request cannot be fixed by sending it again");
+    let message = error.to_string();
+    assert!(message.contains("413"), "{message}");
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_at_start_is_waited_for_template_included() {
+    let server = Server::connect();
+    let proxy = FaultProxy::start(&server_url()).await;
+    let index = unique("late");
+    let dir = tempfile::tempdir().unwrap();
+    let template_name = unique("late-tpl");
+    let template = support::template_file(
+        dir.path(),
+        &json!({"index_patterns": [format!("{index}*")], "mappings": {}}),
+    );
+    let under_test = output(
+        &[proxy.url()],
+        json!({"index": index, "template": template, "template_name": template_name}),
+    );
+    let outage = Duration::from_secs(3);
+    proxy.go_down_for(outage).await;
+    let started = Instant::now();
+    write_all(&under_test.output, events("kind", "l", 200, new_year_2021()), 200).await;
+
+    assert!(started.elapsed() >= outage - Duration::from_millis(200));
+    assert_eq!(server.count(&index).await, 200);
+    let (status, _) = server
+        .request(
+            elasticsearch::http::Method::Get,
+            &format!("_template/{template_name}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "the template was not installed after the outage");
+}
+
+#[tokio::test]
+async fn faults_together_lose_nothing_and_write_returns_after_every_outcome() {
+    let server = Server::connect();
+    let proxy = FaultProxy::start(&server_url()).await;
+    let index = unique("together");
+    let under_test = output(&[proxy.url()], json!({"index": index}));
+    let total = 4_000;
+    let rejected = ["t-17", "t-2500"];
+    proxy.faults(|f| {
+        f.throttle_rounds = 10;
+        f.throttle_every = 4;
+        f.fail_bulk.extend([503, 429]);
+        f.reject_ids.extend(rejected.iter().map(|id| id.to_string()));
+    });
+    let all = events("kind", "t", total, new_year_2021());
+    let halves: Vec<Vec<_>> = all.chunks(total / 2).map(<[_]>::to_vec).collect();
+
+    // The first half is written with faults; an outage hits as soon as the
+    // second half's first request is seen, so its later writes meet it.
+    write_all(&under_test.output, halves[0].clone(), 500).await;
+    let before = proxy.stats().bulk_requests.load(Ordering::Relaxed);
+    let second = write_all(&under_test.output, halves[1].clone(), 500);
+    let outage = Duration::from_secs(5);
+    let go_down = async {
+        while proxy.stats().bulk_requests.load(Ordering::Relaxed) == before {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        proxy.go_down_for(outage).await;
+        Instant::now()
+    };
+    let ((), down_at) = tokio::join!(second, go_down);
+    assert!(
+        down_at.elapsed() >= outage - Duration::from_millis(200),
+        "the outage hit no write"
+    );
+
+    // `write` has returned: every outcome must already be final.
+    let requests = proxy.stats().bulk_requests.load(Ordering::Relaxed);
+    let letters = dead_letters(&under_test.dead_letter_path);
+    let mut lettered: Vec<&str> = letters
+        .iter()
+        .map(|letter| letter["event"]["id"].as_str().unwrap())
+        .collect();
+    lettered.sort();
+    assert_eq!(lettered, rejected);
+    for letter in &letters {
+        let reason = letter["reason"].as_str().unwrap();
+        assert!(reason.starts_with("400 mapper_parsing_exception"), "{reason}");
+    }
+    assert_eq!(server.count(&index).await, (total - rejected.len()) as u64);
+    for id in rejected {
+        assert!(server.document(&index, id).await.is_none(), "{id} was stored");
+    }
+    let stats = proxy.stats();
+    assert!(stats.throttled_items.load(Ordering::Relaxed) > 0);
+    assert_eq!(stats.failed_requests.load(Ordering::Relaxed), 2);
+    // Nothing is still being retried in the background.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(proxy.stats().bulk_requests.load(Ordering::Relaxed), requests);
+}
