@@ -36,7 +36,11 @@ fn validate_accepts_each_shipped_pipeline() {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         assert!(stdout.contains(&format!("ok: {}", relative.display())), "{stdout}");
         checked += 1;
     }
