@@ -12,6 +12,7 @@ pub mod healthcheck;
 mod metrics;
 mod output_driver;
 mod persisted_queue;
+pub use persisted_queue::inspect_queue;
 pub mod pipeline;
 pub mod queue;
 pub mod queue_log;

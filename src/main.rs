@@ -33,6 +33,11 @@ enum Command {
         #[arg(short = 'c', long = "config", num_args = 1.., default_value = "pipelines/default.toml")]
         config: Vec<String>,
     },
+    /// Looks at persisted queues on disk.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
     /// Exits 0 when the agent at ADDR reports SERVING, 1 otherwise.
     Healthcheck {
         /// The agent's gRPC address.
@@ -41,6 +46,17 @@ enum Command {
         /// How long to wait for an answer, in milliseconds.
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// Prints depth, bytes and per-output positions of the pipelines'
+    /// persisted queues, without changing them (safe while the agent runs).
+    Inspect {
+        /// Pipeline files or glob patterns.
+        #[arg(short = 'c', long = "config", num_args = 1.., default_value = "pipelines/default.toml")]
+        config: Vec<String>,
     },
 }
 
@@ -98,6 +114,30 @@ fn main() -> ExitCode {
                     ExitCode::from(EXIT_CONFIG)
                 }
             }
+        }
+        Command::Queue {
+            command: QueueCommand::Inspect { config },
+        } => {
+            init_logging(None);
+            let pipelines = match config::expand_paths(&config).and_then(|files| config::load_all(&files)) {
+                Ok(pipelines) => pipelines,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let mut code = ExitCode::SUCCESS;
+            for pipeline in &pipelines {
+                match eventstash::inspect_queue(pipeline) {
+                    Ok(Some(report)) => print!("{report}"),
+                    Ok(None) => println!("pipeline {:?}: memory queue, nothing on disk", pipeline.id),
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        code = ExitCode::FAILURE;
+                    }
+                }
+            }
+            code
         }
         Command::Healthcheck { addr, timeout_ms } => {
             init_logging(None);

@@ -89,21 +89,7 @@ impl Agent {
         for (relative, text) in &options.files {
             write_file(&dir.path().join(relative), text);
         }
-        let stderr = fs::File::create(dir.path().join("agent.log")).unwrap();
-        let child = Command::new(EVENTSTASH)
-            .args(["run", "-c", "pipeline.toml"])
-            .current_dir(dir.path())
-            .env("LOG_LEVEL", "info")
-            .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(if options.pipe_stdout {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
+        let child = launch(dir.path(), &options.env, options.pipe_stdout);
         let mut agent = Agent {
             dir,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -111,6 +97,15 @@ impl Agent {
         };
         agent.wait_until_serving();
         agent
+    }
+
+    /// Starts the agent again in the same directory, on the same port, once
+    /// the previous process has exited (or been killed). Its log is appended.
+    pub fn restart(&mut self, env: &[(String, String)], pipe_stdout: bool) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = launch(self.dir.path(), env, pipe_stdout);
+        self.wait_until_serving();
     }
 
     fn wait_until_serving(&mut self) {
@@ -200,6 +195,24 @@ pub fn wait_for_log(agent: &Agent, needle: &str) {
         assert!(Instant::now() < deadline, "log never said {needle:?}:\n{}", agent.log());
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+fn launch(dir: &Path, env: &[(String, String)], pipe_stdout: bool) -> Child {
+    let stderr = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("agent.log"))
+        .unwrap();
+    Command::new(EVENTSTASH)
+        .args(["run", "-c", "pipeline.toml"])
+        .current_dir(dir)
+        .env("LOG_LEVEL", "info")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(if pipe_stdout { Stdio::piped() } else { Stdio::null() })
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
 }
 
 /// Runs `eventstash healthcheck` against `addr`: true when it exits 0.
