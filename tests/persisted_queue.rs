@@ -205,3 +205,73 @@ async fn a_torn_queue_tail_is_skipped_and_the_good_records_delivered() {
         sent.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_persisted_queue_slows_the_producer_and_loses_nothing() {
+    let mut agent = Agent::start(stdout_pipeline("", "type = \"persisted\"\nmax_events = 100"));
+    let stdout = agent.child.stdout.take().unwrap();
+    const EVENTS: usize = 20_000;
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    let payload = format!("\"{}\"", "x".repeat(8 * 1024));
+    let events = futures::StreamExt::map(tokio_stream::iter(0..EVENTS), move |n| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        json_event("full-", n, "k", &payload)
+    });
+    let mut client = agent.client().await;
+    let stream = tokio::spawn(async move { client.store_event(events).await });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent_while_stalled = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        sent_while_stalled < EVENTS / 4,
+        "producer not slowed: {sent_while_stalled} events taken"
+    );
+
+    let reader = collect_ids(stdout);
+    assert!(stream.await.unwrap().expect("acknowledged").into_inner().success);
+    let peak_rss = agent.peak_rss_kib();
+    agent.signal("TERM");
+    agent.wait_exit(Duration::from_secs(10));
+    let ids = reader.join().unwrap();
+    println!("persisted queue full: {sent_while_stalled} taken while stalled, peak RSS {peak_rss} KiB");
+    assert_eq!(ids.len(), EVENTS, "every event came out");
+    assert!(peak_rss < 64 * 1024, "peak RSS {peak_rss} KiB: memory is not bounded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_streams_cleanly_and_keeps_what_was_acknowledged() {
+    let mut options = stdout_pipeline("", "type = \"persisted\"");
+    options.file_size_limit_kib = Some(256);
+    let mut agent = Agent::start(options);
+    let reader = collect_ids(agent.child.stdout.take().unwrap());
+    let mut client = agent.client().await;
+    let payload = format!("\"{}\"", "z".repeat(500));
+    let mut acked = HashSet::new();
+    let mut failure = None;
+    for stream in 0..100 {
+        let prefix = format!("df-{stream}-");
+        let events: Vec<_> = (0..100).map(|n| json_event(&prefix, n, "k", &payload)).collect();
+        match store(&mut client, events).await {
+            Ok(true) => acked.extend((0..100).map(|n| format!("{prefix}{n}"))),
+            other => {
+                failure = Some(other);
+                break;
+            }
+        }
+    }
+    let failure = failure.expect("the queue file never hit its size limit");
+    let status = failure.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(!acked.is_empty());
+    assert!(healthcheck(agent.addr), "the agent stays up after a full disk");
+    agent.signal("TERM");
+    agent.wait_exit(Duration::from_secs(10));
+    let delivered = reader.join().unwrap();
+    println!("disk full after {} acknowledged events: {status:?}", acked.len());
+    assert!(
+        acked.is_subset(&delivered),
+        "{} of {} acknowledged delivered",
+        acked.intersection(&delivered).count(),
+        acked.len()
+    );
+}

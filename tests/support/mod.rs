@@ -40,6 +40,9 @@ pub struct AgentOptions {
     pub env: Vec<(String, String)>,
     /// Files written into the agent's directory before it starts.
     pub files: Vec<(String, String)>,
+    /// Largest file the agent may write, in KiB (`ulimit -f`), to make a
+    /// disk that is full for it.
+    pub file_size_limit_kib: Option<u64>,
 }
 
 impl AgentOptions {
@@ -49,6 +52,7 @@ impl AgentOptions {
             pipe_stdout: false,
             env: Vec::new(),
             files: Vec::new(),
+            file_size_limit_kib: None,
         }
     }
 }
@@ -89,7 +93,12 @@ impl Agent {
         for (relative, text) in &options.files {
             write_file(&dir.path().join(relative), text);
         }
-        let child = launch(dir.path(), &options.env, options.pipe_stdout);
+        let child = launch(
+            dir.path(),
+            &options.env,
+            options.pipe_stdout,
+            options.file_size_limit_kib,
+        );
         let mut agent = Agent {
             dir,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -104,7 +113,7 @@ impl Agent {
     pub fn restart(&mut self, env: &[(String, String)], pipe_stdout: bool) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = launch(self.dir.path(), env, pipe_stdout);
+        self.child = launch(self.dir.path(), env, pipe_stdout, None);
         self.wait_until_serving();
     }
 
@@ -197,14 +206,28 @@ pub fn wait_for_log(agent: &Agent, needle: &str) {
     }
 }
 
-fn launch(dir: &Path, env: &[(String, String)], pipe_stdout: bool) -> Child {
+fn launch(dir: &Path, env: &[(String, String)], pipe_stdout: bool, file_size_limit_kib: Option<u64>) -> Child {
     let stderr = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("agent.log"))
         .unwrap();
-    Command::new(EVENTSTASH)
-        .args(["run", "-c", "pipeline.toml"])
+    let mut command = match file_size_limit_kib {
+        // Writes past the limit fail with EFBIG instead of killing the
+        // process (SIGXFSZ ignored), as writes to a full disk fail.
+        Some(limit) => {
+            let mut bash = Command::new("bash");
+            let script = r#"trap '' XFSZ; ulimit -f "$1"; exec "$2" run -c pipeline.toml"#;
+            bash.args(["-c", script, "limit", &limit.to_string(), EVENTSTASH]);
+            bash
+        }
+        None => {
+            let mut agent = Command::new(EVENTSTASH);
+            agent.args(["run", "-c", "pipeline.toml"]);
+            agent
+        }
+    };
+    command
         .current_dir(dir)
         .env("LOG_LEVEL", "info")
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
