@@ -75,6 +75,7 @@ impl PersistedQueue {
         path: PathBuf,
         outputs: &[String],
         limits: QueueLimits,
+        sync_every: Option<Duration>,
     ) -> Result<(PersistedQueue, Vec<StoredBatch>), String> {
         let (log, recovery) = QueueLog::open(&path, outputs, LogOptions::default())
             .map_err(|e| format!("cannot open the persisted queue at {}: {e}", path.display()))?;
@@ -82,7 +83,7 @@ impl PersistedQueue {
         let (requests, receiver) = channel();
         let thread = std::thread::Builder::new()
             .name("eventstash-queue".to_owned())
-            .spawn(move || serve(log, receiver))
+            .spawn(move || serve(log, receiver, sync_every))
             .map_err(|e| format!("cannot start the queue thread: {e}"))?;
         let handle = LogHandle {
             requests,
@@ -182,23 +183,27 @@ fn report_recovery(path: &std::path::Path, recovery: &Recovery) {
 }
 
 /// The log thread: group commit of appends, completions, checkpoints.
-fn serve(mut log: QueueLog, requests: Receiver<Request>) {
+/// With `sync_every` (`sync = "interval"`), appends wait for the next
+/// periodic sync instead of syncing each round: fewer fsyncs, slower acks.
+fn serve(mut log: QueueLog, requests: Receiver<Request>, sync_every: Option<Duration>) {
     let mut finished_since_checkpoint = false;
     let mut last_checkpoint = Instant::now();
+    let mut last_sync = Instant::now();
+    let mut waiting = Vec::new();
+    let wake_every = sync_every.map_or(CHECKPOINT_EVERY, |every| every.min(CHECKPOINT_EVERY));
     loop {
-        let first = match requests.recv_timeout(CHECKPOINT_EVERY) {
+        let first = match requests.recv_timeout(wake_every) {
             Ok(request) => Some(request),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        let mut appended = Vec::new();
         let mut checkpoints = Vec::new();
         for request in first.into_iter().chain(requests.try_iter().take(REQUESTS_PER_ROUND)) {
             match request {
                 Request::Append { events, reply } => {
                     let written = log.append(&events).map_err(|e| e.to_string());
                     drop(events);
-                    appended.push((reply, written));
+                    waiting.push((reply, written));
                 }
                 Request::Finish { output, seq } => {
                     log.finish(output, seq);
@@ -207,15 +212,10 @@ fn serve(mut log: QueueLog, requests: Receiver<Request>) {
                 Request::Checkpoint { reply } => checkpoints.push(reply),
             }
         }
-        if !appended.is_empty() {
-            let synced = log.sync().map_err(|e| e.to_string());
-            if let Err(error) = &synced {
-                error!(%error, "persisted queue cannot sync; producers get UNAVAILABLE");
-            }
-            for (reply, written) in appended {
-                let outcome = written.and_then(|seq| synced.clone().map(|()| seq));
-                let _ = reply.send(outcome);
-            }
+        let sync_due = sync_every.is_none_or(|every| last_sync.elapsed() >= every);
+        if !waiting.is_empty() && sync_due {
+            sync_and_reply(&mut log, &mut waiting);
+            last_sync = Instant::now();
         }
         let due = finished_since_checkpoint && last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
         if due || !checkpoints.is_empty() {
@@ -229,6 +229,7 @@ fn serve(mut log: QueueLog, requests: Receiver<Request>) {
             }
         }
     }
+    sync_and_reply(&mut log, &mut waiting);
     if let Err(error) = log.checkpoint() {
         error!(%error, "final persisted queue checkpoint failed; finished records may be replayed after a restart");
     }
@@ -273,4 +274,21 @@ pub fn inspect_queue(config: &crate::config::PipelineConfig) -> Result<Option<St
         let _ = writeln!(out, "  progress file unusable, everything would be replayed: {reset:?}");
     }
     Ok(Some(out))
+}
+
+type AppendReply = (oneshot::Sender<Result<u64, String>>, Result<u64, String>);
+
+/// Syncs what was appended and answers the producers waiting for it.
+fn sync_and_reply(log: &mut QueueLog, waiting: &mut Vec<AppendReply>) {
+    if waiting.is_empty() {
+        return;
+    }
+    let synced = log.sync().map_err(|e| e.to_string());
+    if let Err(error) = &synced {
+        error!(%error, "persisted queue cannot sync; producers get UNAVAILABLE");
+    }
+    for (reply, written) in waiting.drain(..) {
+        let outcome = written.and_then(|seq| synced.clone().map(|()| seq));
+        let _ = reply.send(outcome);
+    }
 }

@@ -74,7 +74,8 @@ pub fn start(
     let output_ids: Vec<String> = config.outputs.iter().map(|o| o.id.clone()).collect();
     let (persisted, replay) = match &config.persisted {
         Some(settings) => {
-            let (queue, replay) = PersistedQueue::open(settings.path.clone(), &output_ids, config.queue)?;
+            let (queue, replay) =
+                PersistedQueue::open(settings.path.clone(), &output_ids, config.queue, settings.sync_interval)?;
             (Some(queue), replay)
         }
         None => (None, Vec::new()),

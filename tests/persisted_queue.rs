@@ -275,3 +275,17 @@ async fn a_full_disk_fails_streams_cleanly_and_keeps_what_was_acknowledged() {
         acked.len()
     );
 }
+
+#[tokio::test]
+async fn interval_syncs_and_delivered_acks_work_end_to_end() {
+    let config = FILE_PIPELINE.replace(
+        "type = \"persisted\"",
+        "type = \"persisted\"\nack = \"delivered\"\nsync = \"interval\"\nsync_interval_ms = 100",
+    );
+    let agent = Agent::start(AgentOptions::new(&config));
+    let mut client = agent.client().await;
+    let events: Vec<_> = (0..300).map(|n| json_event("iv-", n, "k", "1")).collect();
+    store_ok(&mut client, events).await;
+    // With ack = "delivered" the file already holds them when the ack comes.
+    assert_eq!(ids_in_file(&agent).len(), 300);
+}

@@ -10,7 +10,7 @@ use bytesize::ByteSize;
 use eventstash_plugin_api::{ComponentHealth, Filter, Input, Output, PluginContext};
 
 use super::ConfigError;
-use super::file::{AckMode, LogFormat, OUTPUT_SETTING_KEYS, OutputSettings, PipelineFile, QueueType};
+use super::file::{AckMode, LogFormat, OUTPUT_SETTING_KEYS, OutputSettings, PipelineFile, QueueType, SyncPolicy};
 use super::value::from_value;
 use crate::queue::QueueLimits;
 use crate::registry;
@@ -38,6 +38,8 @@ pub struct PersistedSettings {
     pub path: PathBuf,
     /// `ack = "queued"`: acknowledge once synced to the queue.
     pub ack_queued: bool,
+    /// `sync = "interval"`: sync this often instead of every batch.
+    pub sync_interval: Option<Duration>,
 }
 
 /// A built input and who it is.
@@ -138,6 +140,8 @@ pub(super) fn build(file: &Path, parsed: PipelineFile) -> Result<PipelineConfig,
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("data/queue").join(&pipeline.id)),
             ack_queued: ack != Some(AckMode::Delivered),
+            sync_interval: (queue.sync == SyncPolicy::Interval)
+                .then(|| Duration::from_millis(queue.sync_interval_ms.max(1))),
         }),
     };
     let pipeline_queue = queue_limits(queue.max_events, queue.max_bytes)

@@ -107,6 +107,12 @@ pub(super) struct QueueSection {
     pub(super) max_bytes: ByteSize,
     #[serde(default)]
     pub(super) path: Option<PathBuf>,
+    /// Persisted queue: sync every batch (default) or on an interval.
+    #[serde(default)]
+    pub(super) sync: SyncPolicy,
+    /// The interval of `sync = "interval"`.
+    #[serde(default = "default_sync_interval_ms")]
+    pub(super) sync_interval_ms: u64,
     /// Default: `queued` with the persisted queue, `delivered` otherwise.
     #[serde(default)]
     pub(super) ack: Option<AckMode>,
@@ -120,6 +126,8 @@ impl Default for QueueSection {
             max_bytes: default_max_bytes(),
             path: None,
             ack: None,
+            sync: SyncPolicy::Batch,
+            sync_interval_ms: default_sync_interval_ms(),
         }
     }
 }
@@ -147,6 +155,22 @@ pub(super) struct PipelineFile {
     pub(super) filters: Vec<toml::Table>,
     #[serde(default)]
     pub(super) outputs: Vec<toml::Table>,
+}
+
+/// When the persisted queue syncs to disk. Producers are acknowledged only
+/// after the sync either way.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum SyncPolicy {
+    /// Every group of appended batches (group commit): lowest ack latency.
+    #[default]
+    Batch,
+    /// Every `sync_interval_ms`: fewer fsyncs on slow disks, slower acks.
+    Interval,
+}
+
+fn default_sync_interval_ms() -> u64 {
+    1000
 }
 
 /// The `[metrics]` table: where `/metrics` and `/health` are served.

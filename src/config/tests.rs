@@ -121,3 +121,21 @@ fn queued_acks_need_the_persisted_queue() {
     let error = error_of(&format!("[queue]\nack = \"queued\"\n{MINIMAL}"));
     assert_eq!(error.key, "queue.ack");
 }
+
+#[test]
+fn persisted_queue_defaults_to_queued_acks_and_batch_syncs() {
+    let config = load_text(&format!("[queue]\ntype = \"persisted\"\n{MINIMAL}")).unwrap();
+    let persisted = config.persisted.unwrap();
+    assert_eq!(persisted.path, std::path::PathBuf::from("data/queue/main"));
+    assert!(persisted.ack_queued);
+    assert_eq!(persisted.sync_interval, None);
+
+    let text = format!(
+        "[queue]\ntype = \"persisted\"\nack = \"delivered\"\nsync = \"interval\"\nsync_interval_ms = 250\npath = \"q\"\n{MINIMAL}"
+    );
+    let persisted = load_text(&text).unwrap().persisted.unwrap();
+    assert!(!persisted.ack_queued);
+    assert_eq!(persisted.sync_interval, Some(Duration::from_millis(250)));
+    assert_eq!(persisted.path, std::path::PathBuf::from("q"));
+    assert!(load_text(MINIMAL).unwrap().persisted.is_none());
+}
