@@ -29,17 +29,11 @@ fn validate_accepts_each_shipped_pipeline() {
     for entry in std::fs::read_dir(repo_root().join("pipelines")).unwrap() {
         let file = entry.unwrap().path();
         let relative = file.strip_prefix(repo_root()).unwrap().to_owned();
-        let output = Command::new(EVENTSTASH)
-            .args(["validate", "-c"])
-            .arg(&relative)
-            .current_dir(repo_root())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
+        let stdout = run_ok(
+            Command::new(EVENTSTASH)
+                .args(["validate", "-c"])
+                .arg(&relative)
+                .current_dir(repo_root()),
         );
         assert!(stdout.contains(&format!("ok: {}", relative.display())), "{stdout}");
         checked += 1;

@@ -9,15 +9,6 @@ use support::*;
 
 #[test]
 fn compose_file_and_dockerfile_are_consistent_with_the_repository() {
-    let output = Command::new(python())
-        .arg(repo_root().join("tests/python/check_compose.py"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_ok(Command::new(python()).arg(repo_root().join("tests/python/check_compose.py")));
     assert_eq!(stdout.trim(), "ok");
 }

@@ -108,15 +108,6 @@ def count(index, key, value):
 item = db.get_item(TableName=table, Key={"RequestId": {"S": "ddb-42"}, "Timestamp": {"S": db.query(TableName=table, KeyConditionExpression="RequestId = :r", ExpressionAttributeValues={":r": {"S": "ddb-42"}})["Items"][0]["Timestamp"]["S"]}})["Item"]
 print(count("Type-Index", "Type", "e2e.Stored"), count("Source-Index", "Source", "e2e"), item["Data"]["M"]["big"]["N"])
 "##;
-    let output = Command::new(python())
-        .args(["-c", script, &url, &table])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_ok(Command::new(python()).args(["-c", script, &url, &table]));
     assert_eq!(stdout.trim(), format!("{EVENTS} {EVENTS} 12345678901234567890123"));
 }

@@ -10,19 +10,10 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-const FILE_PIPELINE: &str = r#"
-[queue]
-type = "persisted"
-max_events = 20000
-
-[[inputs]]
-type = "grpc"
-bind = "127.0.0.1:{port}"
-
-[[outputs]]
-type = "file"
-path = "events/%{index}.jsonl"
-"#;
+/// The support file pipeline on a persisted queue.
+fn persisted_file_pipeline(queue: &str) -> String {
+    format!("[queue]\ntype = \"persisted\"\n{queue}\n{FILE_PIPELINE}")
+}
 
 /// Ids in the file output, skipping a line a kill cut short.
 fn ids_in_file(agent: &Agent) -> HashSet<String> {
@@ -60,7 +51,7 @@ async fn produce_until_killed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_event_survives_repeated_kill_9_under_load() {
-    let mut agent = Agent::start(AgentOptions::new(FILE_PIPELINE));
+    let mut agent = Agent::start(AgentOptions::new(&persisted_file_pipeline("max_events = 20000")));
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let pauses = [450, 800, 300];
     for (round, pause) in pauses.into_iter().enumerate() {
@@ -157,18 +148,7 @@ async fn an_unfinished_drain_exits_one_and_the_next_start_delivers_the_rest() {
     assert!(report.contains("output stdout#0: finished up to seq"), "{report}");
     assert!(!report.contains("unfinished: 0 events"), "{report}");
 
-    let before = collect_ids(first_stdout).join().unwrap();
-    agent.restart(&[], true);
-    let after = collect_ids(agent.child.stdout.take().unwrap());
-    agent.signal("TERM");
-    agent.wait_exit(Duration::from_secs(10));
-    let delivered: HashSet<String> = before.union(&after.join().unwrap()).cloned().collect();
-    assert!(
-        sent.is_subset(&delivered),
-        "{} of {} delivered",
-        sent.intersection(&delivered).count(),
-        sent.len()
-    );
+    restart_and_expect_delivered(&mut agent, first_stdout, &sent, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,19 +171,29 @@ async fn a_torn_queue_tail_is_skipped_and_the_good_records_delivered() {
     std::io::Write::write_all(&mut segment, &[0x40, 0x00, 0x00, 0x00, 0xde, 0xad]).unwrap();
     drop(segment);
 
+    restart_and_expect_delivered(&mut agent, first_stdout, &sent, Some("skipped a damaged part"));
+}
+
+/// Reads what the stopped agent's stdout output already delivered, starts
+/// it again reading its stdout, and checks every `sent` id came out of one
+/// run or the other (after the log says `expect_log`, if given).
+fn restart_and_expect_delivered(
+    agent: &mut Agent,
+    first_stdout: std::process::ChildStdout,
+    sent: &HashSet<String>,
+    expect_log: Option<&str>,
+) {
     let before = collect_ids(first_stdout).join().unwrap();
     agent.restart(&[], true);
     let after = collect_ids(agent.child.stdout.take().unwrap());
-    wait_for_log(&agent, "skipped a damaged part");
+    if let Some(needle) = expect_log {
+        wait_for_log(agent, needle);
+    }
     agent.signal("TERM");
     agent.wait_exit(Duration::from_secs(10));
     let delivered: HashSet<String> = before.union(&after.join().unwrap()).cloned().collect();
-    assert!(
-        sent.is_subset(&delivered),
-        "{} of {} delivered",
-        sent.intersection(&delivered).count(),
-        sent.len()
-    );
+    let found = sent.intersection(&delivered).count();
+    assert!(sent.is_subset(&delivered), "{found} of {} delivered", sent.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,10 +268,7 @@ async fn a_full_disk_fails_streams_cleanly_and_keeps_what_was_acknowledged() {
 
 #[tokio::test]
 async fn interval_syncs_and_delivered_acks_work_end_to_end() {
-    let config = FILE_PIPELINE.replace(
-        "type = \"persisted\"",
-        "type = \"persisted\"\nack = \"delivered\"\nsync = \"interval\"\nsync_interval_ms = 100",
-    );
+    let config = persisted_file_pipeline("ack = \"delivered\"\nsync = \"interval\"\nsync_interval_ms = 100");
     let agent = Agent::start(AgentOptions::new(&config));
     let mut client = agent.client().await;
     let events: Vec<_> = (0..300).map(|n| json_event("iv-", n, "k", "1")).collect();

@@ -6,50 +6,14 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use eventstash_filter_protobuf::ProtobufFilterConfig;
 use eventstash_plugin_api::{Event, Filter, Format};
-use prost::Message as _;
 
-#[derive(Clone, PartialEq, prost::Message)]
-struct AddressBook {
-    #[prost(string, tag = "1")]
-    id: String,
-    #[prost(message, repeated, tag = "2")]
-    people: Vec<Person>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Person {
-    #[prost(string, tag = "1")]
-    name: String,
-    #[prost(string, tag = "2")]
-    email: String,
-    #[prost(message, repeated, tag = "3")]
-    phones: Vec<PhoneNumber>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct PhoneNumber {
-    #[prost(string, tag = "1")]
-    number: String,
-    #[prost(int32, tag = "2")]
-    r#type: i32,
-}
+#[path = "../tests/support/address_book.rs"]
+mod address_book;
 
 const BATCH: usize = 1000;
 
 fn address_book(people: usize) -> Bytes {
-    let person = Person {
-        name: "John Doe".into(),
-        email: "john.doe@foo.bar".into(),
-        phones: vec![PhoneNumber {
-            number: "+55 (11) 1111-1111".into(),
-            r#type: 1,
-        }],
-    };
-    let book = AddressBook {
-        id: "ab-1".into(),
-        people: vec![person; people],
-    };
-    Bytes::from(book.encode_to_vec())
+    Bytes::from(address_book::address_book_bytes(people))
 }
 
 fn decode(c: &mut Criterion) {

@@ -40,46 +40,12 @@ fn decoded(filter: &dyn Filter, kind: &str, bytes: Vec<u8>) -> Value {
     serde_json::to_value(&events[0]).unwrap()
 }
 
-// HFXEventStash's example message, encoded by prost (an independent encoder).
-#[derive(Clone, PartialEq, prost::Message)]
-struct AddressBook {
-    #[prost(string, tag = "1")]
-    id: String,
-    #[prost(message, repeated, tag = "2")]
-    people: Vec<Person>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Person {
-    #[prost(string, tag = "1")]
-    name: String,
-    #[prost(string, tag = "2")]
-    email: String,
-    #[prost(message, repeated, tag = "3")]
-    phones: Vec<PhoneNumber>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct PhoneNumber {
-    #[prost(string, tag = "1")]
-    number: String,
-    #[prost(int32, tag = "2")]
-    r#type: i32,
-}
+#[path = "support/address_book.rs"]
+mod support;
+use support::{AddressBook, Person, PhoneNumber, address_book_bytes};
 
 fn address_book() -> Vec<u8> {
-    AddressBook {
-        id: "ab-1".into(),
-        people: vec![Person {
-            name: "John Doe".into(),
-            email: "john.doe@foo.bar".into(),
-            phones: vec![PhoneNumber {
-                number: "+55 (11) 1111-1111".into(),
-                r#type: 1,
-            }],
-        }],
-    }
-    .encode_to_vec()
+    address_book_bytes(1)
 }
 
 #[test]
