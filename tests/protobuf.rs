@@ -156,3 +156,21 @@ fn validate_names_the_broken_proto_file_and_line() {
     assert!(stderr.contains("p.toml: `filters[0]`"), "{stderr}");
     assert!(stderr.contains("bad.proto:3:3"), "{stderr}");
 }
+
+#[tokio::test]
+async fn with_watch_a_new_proto_file_is_loaded_without_a_signal() {
+    let mut options = with_address_book();
+    options.config = options.config.replace(
+        "protos = \"protos/**/*.proto\"",
+        "protos = \"protos/**/*.proto\"\nwatch = true",
+    );
+    let agent = Agent::start(options);
+    write_file(&agent.path("protos/demo/ping.proto"), PING_PROTO);
+    wait_for_log(&agent, "proto files reloaded");
+    let mut client = agent.client().await;
+    store_ok(&mut client, vec![ping_event("watched")]).await;
+    assert_eq!(
+        ping_document(&agent, "watched")["data"],
+        json!({"message": "hello", "sequence": "7"})
+    );
+}

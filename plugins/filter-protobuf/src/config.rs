@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::filter::ProtobufFilter;
+use crate::filter::{ProtoDecoder, ProtobufFilter};
 use crate::proto_set::{ProtoSet, ProtoSetError, ProtoSource};
 
 /// How JSON field names are written.
@@ -30,6 +30,10 @@ pub struct ProtobufFilterConfig {
     /// Field naming in the JSON.
     #[serde(default)]
     pub json_names: JsonNames,
+    /// Also reload when a `.proto` file under the include directories
+    /// changes on disk (inotify), not only on SIGHUP.
+    #[serde(default)]
+    pub watch: bool,
 }
 
 fn default_protos() -> String {
@@ -44,6 +48,6 @@ impl ProtobufFilterConfig {
     pub fn build(self) -> Result<ProtobufFilter, ProtoSetError> {
         let source = ProtoSource::new(self.protos, self.include)?;
         let set = ProtoSet::load(&source)?;
-        Ok(ProtobufFilter::new(source, set, self.json_names))
+        ProtobufFilter::new(ProtoDecoder::new(source, set, self.json_names), self.watch)
     }
 }

@@ -9,15 +9,16 @@ use tracing::{debug, info, warn};
 
 use crate::config::JsonNames;
 use crate::decode::{DecodeError, decode_to_json};
-use crate::proto_set::{ProtoSet, ProtoSource};
+use crate::proto_set::{ProtoSet, ProtoSetError, ProtoSource};
+use crate::watch::ProtoWatcher;
 
 /// Kinds remembered for the one-warning-per-kind rule; past this, unknown
 /// kinds are only logged at DEBUG, so a producer sending random kinds
 /// cannot grow memory.
 const WARNED_KINDS_LIMIT: usize = 1024;
 
-/// Decodes PROTOBUF payloads with the current proto set.
-pub struct ProtobufFilter {
+/// Decodes PROTOBUF payloads with the current proto set, and reloads it.
+pub(crate) struct ProtoDecoder {
     source: ProtoSource,
     /// The current set; swapped whole by `reload`, read once per batch.
     set: RwLock<Arc<ProtoSet>>,
@@ -26,22 +27,22 @@ pub struct ProtobufFilter {
     warned: Mutex<HashSet<String>>,
 }
 
-impl std::fmt::Debug for ProtobufFilter {
+impl std::fmt::Debug for ProtoDecoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProtobufFilter")
+        f.debug_struct("ProtoDecoder")
             .field("source", &self.source)
             .finish_non_exhaustive()
     }
 }
 
-impl ProtobufFilter {
-    pub(crate) fn new(source: ProtoSource, set: ProtoSet, json_names: JsonNames) -> ProtobufFilter {
+impl ProtoDecoder {
+    pub(crate) fn new(source: ProtoSource, set: ProtoSet, json_names: JsonNames) -> ProtoDecoder {
         let options = SerializeOptions::new()
             .use_proto_field_name(json_names == JsonNames::Proto)
             .skip_default_fields(true)
             .stringify_64_bit_integers(true)
             .use_enum_numbers(false);
-        ProtobufFilter {
+        ProtoDecoder {
             source,
             set: RwLock::new(Arc::new(set)),
             options,
@@ -50,7 +51,7 @@ impl ProtobufFilter {
     }
 
     /// The proto set in use.
-    pub fn current(&self) -> Arc<ProtoSet> {
+    pub(crate) fn current(&self) -> Arc<ProtoSet> {
         self.set.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
@@ -76,17 +77,16 @@ impl ProtobufFilter {
             debug!(%kind, %error, "protobuf event kept undecoded");
         }
     }
-}
 
-impl Filter for ProtobufFilter {
-    fn apply(&self, events: &mut [Event]) {
+    pub(crate) fn apply(&self, events: &mut [Event]) {
         let set = self.current();
         for event in events {
             self.decode_event(&set, event);
         }
     }
 
-    fn reload(&self) -> Result<(), BoxError> {
+    /// Compiles the files again; on error the current set stays.
+    pub(crate) fn reload(&self) -> Result<(), ProtoSetError> {
         let set = ProtoSet::load(&self.source)?;
         let (files, messages) = (set.files.len(), set.pool.all_messages().count());
         *self.set.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(set);
@@ -96,5 +96,49 @@ impl Filter for ProtobufFilter {
             .clear();
         info!(files, messages, "proto files reloaded");
         Ok(())
+    }
+
+    /// Where the files come from, for the watcher.
+    pub(crate) fn source(&self) -> &ProtoSource {
+        &self.source
+    }
+}
+
+/// The protobuf filter: a decoder, and optionally a watcher that reloads it
+/// when `.proto` files change on disk.
+#[derive(Debug)]
+pub struct ProtobufFilter {
+    decoder: Arc<ProtoDecoder>,
+    /// Kept alive for as long as the filter; dropping it stops the watch.
+    _watcher: Option<ProtoWatcher>,
+}
+
+impl ProtobufFilter {
+    pub(crate) fn new(decoder: ProtoDecoder, watch: bool) -> Result<ProtobufFilter, ProtoSetError> {
+        let decoder = Arc::new(decoder);
+        let watcher = if watch {
+            Some(ProtoWatcher::start(&decoder)?)
+        } else {
+            None
+        };
+        Ok(ProtobufFilter {
+            decoder,
+            _watcher: watcher,
+        })
+    }
+
+    /// The proto set in use.
+    pub fn current(&self) -> Arc<ProtoSet> {
+        self.decoder.current()
+    }
+}
+
+impl Filter for ProtobufFilter {
+    fn apply(&self, events: &mut [Event]) {
+        self.decoder.apply(events);
+    }
+
+    fn reload(&self) -> Result<(), BoxError> {
+        Ok(self.decoder.reload()?)
     }
 }

@@ -16,6 +16,7 @@ mod config;
 mod decode;
 mod filter;
 mod proto_set;
+mod watch;
 
 pub use config::{JsonNames, ProtobufFilterConfig};
 pub use filter::ProtobufFilter;

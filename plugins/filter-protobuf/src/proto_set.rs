@@ -29,6 +29,14 @@ pub enum ProtoSetError {
         /// The include directories.
         include: String,
     },
+    /// The proto directories cannot be watched.
+    #[error("cannot watch {dir} for .proto changes: {reason}")]
+    Watch {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A file does not compile.
     #[error("{detail}")]
     Compile {
@@ -67,6 +75,11 @@ impl ProtoSource {
             include.into_iter().map(PathBuf::from).collect()
         };
         Ok(ProtoSource { pattern, include })
+    }
+
+    /// The include directories: where changes to the files can come from.
+    pub(crate) fn directories(&self) -> &[PathBuf] {
+        &self.include
     }
 
     fn files(&self) -> Result<Vec<PathBuf>, ProtoSetError> {

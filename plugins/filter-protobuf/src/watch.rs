@@ -1,0 +1,83 @@
+//! Reloading the proto set when `.proto` files change on disk (`watch = true`).
+//!
+//! inotify (through `notify`) reports changes under the include directories;
+//! a thread of the watcher's own waits for a quiet moment — an editor or a
+//! deployment often writes several files at once — then reloads. A reload
+//! that does not compile keeps the current set, as with SIGHUP.
+
+use std::path::Path;
+use std::sync::mpsc::{RecvTimeoutError, channel};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher as _};
+use tracing::{error, info};
+
+use crate::filter::ProtoDecoder;
+use crate::proto_set::ProtoSetError;
+
+/// How long changes must stop before a reload.
+const QUIET: Duration = Duration::from_millis(250);
+
+/// Watches the proto directories while it lives.
+pub(crate) struct ProtoWatcher {
+    _watcher: notify::RecommendedWatcher,
+}
+
+impl std::fmt::Debug for ProtoWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProtoWatcher")
+    }
+}
+
+impl ProtoWatcher {
+    pub(crate) fn start(decoder: &Arc<ProtoDecoder>) -> Result<ProtoWatcher, ProtoSetError> {
+        let (changes, changed) = channel();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let touches_proto = event.is_ok_and(|event| {
+                event
+                    .paths
+                    .iter()
+                    .any(|path| path.extension().is_some_and(|ext| ext == "proto"))
+            });
+            if touches_proto {
+                let _ = changes.send(());
+            }
+        })
+        .map_err(|e| watch_error(Path::new("."), e))?;
+        for dir in decoder.source().directories() {
+            watcher
+                .watch(dir, RecursiveMode::Recursive)
+                .map_err(|e| watch_error(dir, e))?;
+        }
+        let decoder: Weak<ProtoDecoder> = Arc::downgrade(decoder);
+        std::thread::Builder::new()
+            .name("eventstash-proto-watch".to_owned())
+            .spawn(move || {
+                // Ends when the watcher (and with it the sender) is dropped.
+                while changed.recv().is_ok() {
+                    loop {
+                        match changed.recv_timeout(QUIET) {
+                            Ok(()) => continue,
+                            Err(RecvTimeoutError::Timeout) => break,
+                            Err(RecvTimeoutError::Disconnected) => return,
+                        }
+                    }
+                    let Some(decoder) = decoder.upgrade() else { return };
+                    info!("proto files changed on disk; reloading");
+                    if let Err(error) = decoder.reload() {
+                        error!(%error, "reload failed; the filter keeps its previous proto set");
+                    }
+                }
+            })
+            .map_err(|e| watch_error(Path::new("."), e))?;
+        Ok(ProtoWatcher { _watcher: watcher })
+    }
+}
+
+fn watch_error(dir: &Path, error: impl std::fmt::Display) -> ProtoSetError {
+    ProtoSetError::Watch {
+        dir: dir.to_owned(),
+        reason: error.to_string(),
+    }
+}
