@@ -10,7 +10,7 @@ use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher as _};
+use notify::{EventKind, RecursiveMode, Watcher as _};
 use tracing::{error, info};
 
 use crate::filter::ProtoDecoder;
@@ -34,11 +34,19 @@ impl ProtoWatcher {
     pub(crate) fn start(decoder: &Arc<ProtoDecoder>) -> Result<ProtoWatcher, ProtoSetError> {
         let (changes, changed) = channel();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // Reads (ours included, when reloading) are not changes. A new
+            // directory counts: files written into it before inotify
+            // watches it would otherwise go unnoticed.
             let touches_proto = event.is_ok_and(|event| {
-                event
-                    .paths
-                    .iter()
-                    .any(|path| path.extension().is_some_and(|ext| ext == "proto"))
+                let change = matches!(
+                    event.kind,
+                    EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
+                );
+                change
+                    && event
+                        .paths
+                        .iter()
+                        .any(|path| path.extension().is_some_and(|ext| ext == "proto") || path.is_dir())
             });
             if touches_proto {
                 let _ = changes.send(());
