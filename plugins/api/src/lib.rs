@@ -27,7 +27,7 @@ pub use event::{Event, Format, Payload};
 pub use health::{ComponentHealth, HealthSnapshot, LogThrottle};
 pub use kebab::kebab_case;
 pub use metrics::{OutputMetrics, PluginContext};
-pub use plugin::{BoxError, EventSink, Filter, Input, InputContext, Output, SinkError};
+pub use plugin::{BoxError, EventSink, Filter, Input, InputContext, Output, SinkError, error_chain};
 pub use retry::Backoff;
 pub use template::{FieldTemplate, TemplateError, path_segment_escape};
 

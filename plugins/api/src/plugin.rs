@@ -92,3 +92,21 @@ pub trait Output: Send + Sync {
         Ok(())
     }
 }
+
+/// An error and its sources on one line, `: `-separated, skipping a source
+/// whose text the line already holds. Client libraries' top-level messages
+/// ("error sending request", "dispatch failure") rarely say why; their
+/// sources do ("Connection refused").
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}

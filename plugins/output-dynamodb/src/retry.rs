@@ -13,6 +13,7 @@
 //! is counted and logged here.
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use eventstash_plugin_api::error_chain;
 
 /// How a request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,22 +82,6 @@ where
             reason: error_chain(error),
         },
     }
-}
-
-/// An error and its sources, `: `-separated, for one readable log line
-/// (the SDK's top-level messages, such as "dispatch failure", say little).
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The kind of a service error from its code and HTTP status.

@@ -5,6 +5,7 @@
 //! The transport holds a static pool of the configured nodes and picks the
 //! next one for every request, so retries rotate through the hosts.
 
+use eventstash_plugin_api::error_chain;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -160,22 +161,6 @@ fn excerpt(body: &[u8]) -> String {
         end -= 1;
     }
     text[..end].trim().to_owned()
-}
-
-/// An error and its causes on one line: the transport's own message rarely
-/// says *why* ("error sending request"), its sources do ("Connection refused").
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]
