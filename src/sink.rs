@@ -91,6 +91,17 @@ impl PipelineSink {
                     record: Some(record),
                 }
             }
+            // With `ack = "queued"` the marker's claim is settled here like
+            // an event batch's: carried on, it would wait for the outputs.
+            Some(persistence) if persistence.ack_queued => {
+                ack.delivered();
+                PipelineItem {
+                    events,
+                    ack: None,
+                    flush,
+                    record: None,
+                }
+            }
             _ => PipelineItem {
                 events,
                 ack: Some(ack),

@@ -19,6 +19,7 @@
 use bytes::Bytes;
 use chrono::DateTime;
 use eventstash_plugin_api::{Event, Format, Payload};
+use serde_json::value::RawValue;
 
 use super::{QueueLogError, SkipReason};
 
@@ -189,16 +190,22 @@ fn decode_event(reader: &mut ByteReader<'_>) -> Result<Event, String> {
     let id = reader.str()?.to_owned();
     let kind = reader.str()?.to_owned();
     let data = Bytes::copy_from_slice(reader.bytes()?);
-    let mut event = Event::new(format, data.clone(), kind, id, received_at);
-    match state {
+    let payload = match state {
+        // Checked when it was received: restored as it was, whatever the
+        // limits of this run.
+        PayloadState::Json => match std::str::from_utf8(&data).map(|text| RawValue::from_string(text.to_owned())) {
+            Ok(Ok(raw)) => Payload::Json(raw),
+            _ => return Err("JSON payload does not parse".to_owned()),
+        },
         PayloadState::Value => {
             let value = serde_json::from_slice(&data).map_err(|e| format!("payload tree does not parse: {e}"))?;
-            event.payload = Payload::Value(value);
+            Payload::Value(value)
         }
-        PayloadState::InvalidProto => event.payload = Payload::InvalidProto(data),
-        PayloadState::Json | PayloadState::InvalidJson | PayloadState::Protobuf => {}
-    }
-    Ok(event)
+        PayloadState::InvalidProto => Payload::InvalidProto(data),
+        PayloadState::InvalidJson => Payload::invalid_json(data),
+        PayloadState::Protobuf => Payload::Protobuf(data),
+    };
+    Ok(Event::with_payload(format, payload, kind, id, received_at))
 }
 
 /// Reads little-endian fields off a slice; running out is an error that

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 
+use crate::json_text::{DEFAULT_MAX_JSON_DEPTH, invalid_json, parse_json};
 use crate::kebab::kebab_case;
 
 /// The `kind` given to events whose producer left it empty.
@@ -72,10 +73,23 @@ impl Payload {
     /// compacted if it spans lines, so that a document stays on one line);
     /// protobuf is kept as bytes for a decoding filter.
     pub fn decode(format: Format, data: Bytes) -> Payload {
+        Payload::decode_limited(format, data, DEFAULT_MAX_JSON_DEPTH)
+    }
+
+    /// [`Payload::decode`] with a nesting limit for JSON: deeper arrays and
+    /// objects, like lone UTF-16 surrogates, make the payload invalid JSON,
+    /// kept as text and flagged.
+    pub fn decode_limited(format: Format, data: Bytes, max_json_depth: usize) -> Payload {
         match format {
             Format::Protobuf => Payload::Protobuf(data),
-            Format::Json => parse_json(data),
+            Format::Json => parse_json(data, max_json_depth),
         }
+    }
+
+    /// A JSON payload that was rejected: kept as text (and as the original
+    /// bytes if they are not UTF-8), flagged `invalidJson`.
+    pub fn invalid_json(data: Bytes) -> Payload {
+        invalid_json(data)
     }
 
     /// The payload's size in bytes, for queue accounting.
@@ -88,56 +102,6 @@ impl Payload {
             Payload::InvalidJson { plain, raw } => plain.len() + raw.as_ref().map_or(0, Bytes::len),
             Payload::Protobuf(bytes) | Payload::InvalidProto(bytes) => bytes.len() * 4 / 3,
         }
-    }
-}
-
-fn parse_json(data: Bytes) -> Payload {
-    match serde_json::from_slice::<Box<RawValue>>(&data) {
-        Ok(raw) if !raw.get().contains(['\n', '\r']) => Payload::Json(raw),
-        Ok(raw) => match compact_json(raw.get()) {
-            Some(compact) => Payload::Json(compact),
-            None => invalid_json(data),
-        },
-        Err(_) => invalid_json(data),
-    }
-}
-
-/// Rewrites valid JSON without the whitespace between tokens, so it fits on
-/// one line. It works on the text, not through a parser's numbers, so every
-/// number stays exactly as the producer wrote it.
-fn compact_json(text: &str) -> Option<Box<RawValue>> {
-    let mut out = String::with_capacity(text.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for c in text.chars() {
-        if in_string {
-            out.push(c);
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-        } else if c == '"' {
-            in_string = true;
-            out.push(c);
-        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
-            out.push(c);
-        }
-    }
-    RawValue::from_string(out).ok()
-}
-
-fn invalid_json(data: Bytes) -> Payload {
-    match std::str::from_utf8(&data) {
-        Ok(text) => Payload::InvalidJson {
-            plain: text.to_owned(),
-            raw: None,
-        },
-        Err(_) => Payload::InvalidJson {
-            plain: String::from_utf8_lossy(&data).into_owned(),
-            raw: Some(data),
-        },
     }
 }
 
@@ -164,6 +128,18 @@ impl Event {
     /// HFXEventStash protocol: an empty `kind` is `event`, an empty `id` a new
     /// UUID.
     pub fn new(format: Format, data: Bytes, kind: String, id: String, received_at: DateTime<Utc>) -> Event {
+        Event::with_payload(format, Payload::decode(format, data), kind, id, received_at)
+    }
+
+    /// [`Event::new`] for a payload already decoded (with other limits, or
+    /// restored from storage).
+    pub fn with_payload(
+        format: Format,
+        payload: Payload,
+        kind: String,
+        id: String,
+        received_at: DateTime<Utc>,
+    ) -> Event {
         let kind = if kind.is_empty() { DEFAULT_KIND.to_owned() } else { kind };
         let id = if id.is_empty() {
             uuid::Uuid::new_v4().to_string()
@@ -175,7 +151,7 @@ impl Event {
             id,
             kind,
             format,
-            payload: Payload::decode(format, data),
+            payload,
             received_at,
         }
     }
