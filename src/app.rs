@@ -31,6 +31,9 @@ pub enum RunOutcome {
     InputFailed,
     /// The drain did not finish in time; events were lost: exit 1.
     Unfinished,
+    /// Another agent holds a persisted queue's directory: exit 2, as for
+    /// any other configuration mistake.
+    QueueInUse,
 }
 
 struct Signals {
@@ -74,7 +77,11 @@ pub async fn run(pipelines: Vec<PipelineConfig>) -> std::io::Result<RunOutcome> 
                 error!(%reason, "a pipeline cannot start; stopping");
                 shutdown.cancel();
                 wait_all(&running).await;
-                return Ok(RunOutcome::InputFailed);
+                return Ok(if reason.is_in_use() {
+                    RunOutcome::QueueInUse
+                } else {
+                    RunOutcome::InputFailed
+                });
             }
         }
     }

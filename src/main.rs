@@ -85,6 +85,7 @@ fn main() -> ExitCode {
             let code = match runtime.block_on(app::run(pipelines)) {
                 Ok(RunOutcome::Drained) => 0,
                 Ok(RunOutcome::InputFailed | RunOutcome::Unfinished) => 1,
+                Ok(RunOutcome::QueueInUse) => i32::from(EXIT_CONFIG),
                 Err(error) => {
                     eprintln!("error: cannot install signal handlers: {error}");
                     1

@@ -25,12 +25,32 @@ use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use crate::queue::{QueueGauge, QueueLimits};
-use crate::queue_log::{LogOptions, QueueLog, Recovery, StoredBatch};
+use crate::queue_log::{LogOptions, QueueLog, QueueLogError, Recovery, StoredBatch};
 
 /// How often finished records are checkpointed (and segments deleted).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// Most requests served between two syncs, so a sync is never put off long.
 const REQUESTS_PER_ROUND: usize = 4096;
+
+/// Why a persisted queue could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The queue directory cannot be used (see the log error for which file
+    /// and why), or another agent holds it.
+    #[error("cannot open the persisted queue: {0}")]
+    Log(#[from] QueueLogError),
+    /// The queue's thread could not be started.
+    #[error("cannot start the persisted queue's thread: {0}")]
+    Thread(std::io::Error),
+}
+
+impl OpenError {
+    /// Whether another agent holds the directory: a configuration mistake
+    /// (two agents given one `[queue] path`), not a failure of this run.
+    pub fn is_in_use(&self) -> bool {
+        matches!(self, OpenError::Log(QueueLogError::InUse { .. }))
+    }
+}
 
 enum Request {
     Append {
@@ -76,15 +96,14 @@ impl PersistedQueue {
         outputs: &[String],
         limits: QueueLimits,
         sync_every: Option<Duration>,
-    ) -> Result<(PersistedQueue, Vec<StoredBatch>), String> {
-        let (log, recovery) = QueueLog::open(&path, outputs, LogOptions::default())
-            .map_err(|e| format!("cannot open the persisted queue at {}: {e}", path.display()))?;
+    ) -> Result<(PersistedQueue, Vec<StoredBatch>), OpenError> {
+        let (log, recovery) = QueueLog::open(&path, outputs, LogOptions::default())?;
         report_recovery(&path, &recovery);
         let (requests, receiver) = channel();
         let thread = std::thread::Builder::new()
             .name("eventstash-queue".to_owned())
             .spawn(move || serve(log, receiver, sync_every))
-            .map_err(|e| format!("cannot start the queue thread: {e}"))?;
+            .map_err(OpenError::Thread)?;
         let handle = LogHandle {
             requests,
             disk: QueueGauge::new(limits),

@@ -24,7 +24,7 @@ use crate::config::{FilterPlugin, InputPlugin, PipelineConfig};
 use crate::health::{OutputHealth, QueueReading};
 use crate::metrics::{EVENTS_IN, INVALID_EVENTS, RELOADS};
 use crate::output_driver::{OutputDriver, OutputItem};
-use crate::persisted_queue::PersistedQueue;
+use crate::persisted_queue::{OpenError, PersistedQueue};
 use crate::queue::{QueueReceiver, QueueSender, Queued, bounded};
 use crate::queue_log::StoredBatch;
 use crate::sink::{Persistence, PipelineItem, PipelineSink};
@@ -65,7 +65,7 @@ pub fn start(
     shutdown: CancellationToken,
     failures: mpsc::UnboundedSender<InputFailure>,
     serving: watch::Receiver<bool>,
-) -> Result<RunningPipeline, String> {
+) -> Result<RunningPipeline, OpenError> {
     let tasks = TaskTracker::new();
     let pipeline_id = config.id.clone();
     let mut queues = Vec::new();

@@ -276,3 +276,45 @@ async fn interval_syncs_and_delivered_acks_work_end_to_end() {
     // With ack = "delivered" the file already holds them when the ack comes.
     assert_eq!(ids_in_file(&agent).len(), 300);
 }
+
+#[test]
+fn a_second_agent_on_the_same_queue_directory_exits_2_naming_it_and_the_holder() {
+    let shared = tempfile::tempdir().unwrap();
+    let queue = shared.path().join("queue");
+    let pipeline = persisted_file_pipeline(&format!("path = {:?}", queue.display().to_string()));
+    let first = Agent::start(AgentOptions::new(&pipeline));
+
+    let second = tempfile::tempdir().unwrap();
+    let port = free_port().to_string();
+    std::fs::write(second.path().join("pipeline.toml"), pipeline.replace("{port}", &port)).unwrap();
+    let mut child = std::process::Command::new(EVENTSTASH)
+        .args(["run", "-c", "pipeline.toml"])
+        .current_dir(second.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("a second agent is running on a queue directory another agent holds");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert_eq!(status.code(), Some(2), "second agent was not refused:\n{log}");
+    assert!(
+        log.contains(&queue.display().to_string()),
+        "the directory is not named:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("pid {}", first.pid())),
+        "the other process is not named:\n{log}"
+    );
+    assert!(healthcheck(first.addr), "the first agent must keep running");
+}

@@ -20,6 +20,17 @@ pub enum QueueLogError {
         /// Why it failed.
         source: io::Error,
     },
+    /// Another process has the queue directory open.
+    #[error(
+        "the queue directory {dir} is in use by another eventstash{}: two agents must not share a queue directory; stop the other one or give this one its own `[queue] path`",
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    InUse {
+        /// The queue directory.
+        dir: PathBuf,
+        /// The process holding it, if its lock file says.
+        holder: Option<u32>,
+    },
     /// A batch is too large to be one record (4 GiB, or more than `u32::MAX`
     /// events).
     #[error("a batch of {events} events is too large for one queue record: split it into smaller batches")]

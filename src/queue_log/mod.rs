@@ -14,6 +14,7 @@
 //! panic, and leaves the log usable.
 
 mod checkpoint;
+mod dir_lock;
 mod error;
 mod progress;
 mod record;
@@ -36,6 +37,7 @@ pub use report::{
     Depth, Inspection, OutputStats, ProgressReset, QueueStats, Recovery, SkipReason, SkippedBytes, StoredBatch,
 };
 
+use dir_lock::DirLock;
 use progress::{Progress, RecordMeta};
 use recovery::AppendTo;
 use segment::{SegmentInfo, SegmentWriter};
@@ -63,6 +65,8 @@ const KEEP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// The log of one pipeline queue directory, driven by one owner (the
 /// engine's queue thread). Two logs must never open the same directory.
 pub struct QueueLog {
+    /// Keeps other agents out of the directory while this log is open.
+    _lock: DirLock,
     /// The queue directory.
     dir: PathBuf,
     options: LogOptions,
@@ -93,6 +97,7 @@ impl QueueLog {
     /// in the [`Recovery`], not errors.
     pub fn open(dir: &Path, outputs: &[String], options: LogOptions) -> Result<(QueueLog, Recovery), QueueLogError> {
         fs::create_dir_all(dir).map_err(QueueLogError::io("create queue directory", dir))?;
+        let lock = DirLock::acquire(dir)?;
         checkpoint::remove_stale_temp(dir)?;
         let mut recovered = recovery::recover(dir, outputs, true)?;
         let mut segments = VecDeque::from(recovered.segments);
@@ -115,6 +120,7 @@ impl QueueLog {
             last.len = writer.len();
         }
         let log = QueueLog {
+            _lock: lock,
             dir: dir.to_path_buf(),
             options,
             segments,
