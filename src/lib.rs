@@ -7,6 +7,8 @@
 
 pub mod app;
 pub mod config;
+#[cfg(feature = "fault-injection")]
+mod fault_filter;
 pub mod health;
 pub mod healthcheck;
 mod metrics;
@@ -17,4 +19,5 @@ pub mod pipeline;
 pub mod queue;
 pub mod queue_log;
 mod registry;
+mod replay_guard;
 mod sink;

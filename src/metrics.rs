@@ -36,6 +36,11 @@ pub(crate) const QUEUE_BYTES: &str = "eventstash_queue_bytes";
 pub(crate) const BATCH_EVENTS: &str = "eventstash_batch_events";
 /// Time an output write took.
 pub(crate) const BATCH_SECONDS: &str = "eventstash_batch_duration_seconds";
+/// Events a filter panicked on, passed on unfiltered.
+pub(crate) const FILTER_PANICS: &str = "eventstash_filter_panics_total";
+/// Persisted records set aside to the queue's dead-letter file because the
+/// agent kept dying while processing them.
+pub(crate) const POISON_RECORDS: &str = "eventstash_poison_records_total";
 /// Filter reloads (SIGHUP), by `outcome` (`ok`, `failed`).
 pub(crate) const RELOADS: &str = "eventstash_reloads_total";
 

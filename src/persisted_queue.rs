@@ -170,6 +170,14 @@ impl LogHandle {
         self.claims(batch.seq, batch.pending.iter().copied(), permits)
     }
 
+    /// Marks a record finished for every output still missing it, without
+    /// delivering it (it was set aside).
+    pub(crate) fn finish_everywhere(&self, batch: &StoredBatch) {
+        for &output in &batch.pending {
+            let _ = self.requests.send(Request::Finish { output, seq: batch.seq });
+        }
+    }
+
     fn claims(
         &self,
         seq: u64,

@@ -9,11 +9,12 @@
 //! what is left and closes its output.
 
 use std::collections::HashSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use eventstash_plugin_api::{CancellationToken, Event, Filter, InputContext, Payload};
+use eventstash_plugin_api::{CancellationToken, Event, Filter, InputContext, Payload, ack_group};
 use futures::StreamExt as _;
 use metrics::counter;
 use tokio::sync::{mpsc, watch};
@@ -22,16 +23,33 @@ use tracing::{error, info, warn};
 
 use crate::config::{FilterPlugin, InputPlugin, PipelineConfig};
 use crate::health::{OutputHealth, QueueReading};
-use crate::metrics::{EVENTS_IN, INVALID_EVENTS, RELOADS};
+use crate::metrics::{EVENTS_IN, FILTER_PANICS, INVALID_EVENTS, RELOADS};
 use crate::output_driver::{OutputDriver, OutputItem};
 use crate::persisted_queue::{OpenError, PersistedQueue};
 use crate::queue::{QueueReceiver, QueueSender, Queued, bounded};
 use crate::queue_log::StoredBatch;
+use crate::replay_guard::{self, ReplayGuard, SETTLE_LIMIT};
 use crate::sink::{Persistence, PipelineItem, PipelineSink};
 
 /// Distinct `kind` labels on the invalid-event counter; producers choose
 /// kinds, so past this they are counted as `other` to bound the series.
 const INVALID_KIND_LABELS: usize = 100;
+
+/// Longest `kind` label value, in bytes: producers choose kinds, and a
+/// megabyte-long one must not become a megabyte of `/metrics` per series.
+const KIND_LABEL_BYTES: usize = 128;
+
+/// `kind` cut to [`KIND_LABEL_BYTES`] on a character boundary.
+fn kind_label(kind: &str) -> &str {
+    if kind.len() <= KIND_LABEL_BYTES {
+        return kind;
+    }
+    let mut end = KIND_LABEL_BYTES;
+    while !kind.is_char_boundary(end) {
+        end -= 1;
+    }
+    &kind[..end]
+}
 
 /// An input that failed: the agent stops.
 #[derive(Debug)]
@@ -54,6 +72,8 @@ pub struct RunningPipeline {
     filters: Vec<(String, Arc<dyn Filter>)>,
     /// The persisted queue, if the pipeline has one.
     persisted: Option<PersistedQueue>,
+    /// Its crash-loop guard, told when the agent stops by choice.
+    replay_guard: Option<Arc<ReplayGuard>>,
 }
 
 /// Starts every stage of `config`. Input failures are reported on
@@ -80,6 +100,7 @@ pub fn start(
         }
         None => (None, Vec::new()),
     };
+    let replay_guard = persisted.as_ref().map(|queue| Arc::new(ReplayGuard::open(&queue.path)));
 
     let mut output_queues = Vec::with_capacity(config.outputs.len());
     for output in config.outputs {
@@ -130,6 +151,7 @@ pub fn start(
         queue: pipeline_queue,
         max_batch_events: config.queue.max_events.clamp(1, 4096),
         persistence,
+        replay_guard: replay_guard.clone(),
         events_in: events_in.clone(),
         shutdown,
         failures,
@@ -146,6 +168,7 @@ pub fn start(
         events_in,
         filters,
         persisted,
+        replay_guard,
     })
 }
 
@@ -156,6 +179,7 @@ struct InputStarter {
     queue: QueueSender<PipelineItem>,
     max_batch_events: usize,
     persistence: Option<Arc<Persistence>>,
+    replay_guard: Option<Arc<ReplayGuard>>,
     events_in: Arc<AtomicU64>,
     shutdown: CancellationToken,
     failures: mpsc::UnboundedSender<InputFailure>,
@@ -167,25 +191,10 @@ impl InputStarter {
     /// starts the inputs. The inputs hold the only queue senders after
     /// this, so the queue closes when they return.
     async fn start_after_replay(self, inputs: Vec<InputPlugin>, replay: Vec<StoredBatch>) {
-        if let Some(persistence) = &self.persistence {
-            let records = replay.len();
-            for batch in replay {
-                let bytes = batch.events.iter().map(Event::size_estimate).sum();
-                let record = persistence.log.replay_claims(&batch, bytes).await;
-                let count = batch.events.len();
-                let item = PipelineItem {
-                    events: batch.events,
-                    ack: None,
-                    flush: true,
-                    record: Some(record),
-                };
-                if self.queue.send(item, count, bytes).await.is_err() {
-                    return;
-                }
-            }
-            if records > 0 {
-                info!(pipeline = %self.pipeline, records, "replay queued; starting inputs");
-            }
+        if let (Some(persistence), Some(guard)) = (&self.persistence, &self.replay_guard)
+            && !self.replay(persistence, guard, replay).await
+        {
+            return;
         }
         for input in inputs {
             let labels = [("pipeline", self.pipeline.clone()), ("plugin", input.id.clone())];
@@ -213,6 +222,59 @@ impl InputStarter {
                 }
             });
         }
+    }
+}
+
+impl InputStarter {
+    /// Queues what the persisted queue left unfinished, as the replay guard
+    /// plans it: at once, or one record at a time after a crash; a record
+    /// that crashed the agent too often is set aside. False if the pipeline
+    /// closed meanwhile.
+    async fn replay(&self, persistence: &Persistence, guard: &ReplayGuard, replay: Vec<StoredBatch>) -> bool {
+        let plan = guard.plan(replay);
+        replay_guard::report(&plan);
+        for batch in &plan.poisoned {
+            if guard.set_aside(batch).await {
+                persistence.log.finish_everywhere(batch);
+            }
+        }
+        let records = plan.replay.len();
+        let mut careful = plan.careful;
+        for batch in plan.replay {
+            let bytes = batch.events.iter().map(Event::size_estimate).sum();
+            let record = persistence.log.replay_claims(&batch, bytes).await;
+            let count = batch.events.len();
+            let (settled, wait) = if careful {
+                guard.note(batch.seq);
+                let (ack, wait) = ack_group();
+                (Some(ack), Some(wait))
+            } else {
+                (None, None)
+            };
+            let item = PipelineItem {
+                events: batch.events,
+                ack: settled,
+                flush: true,
+                record: Some(record),
+            };
+            if self.queue.send(item, count, bytes).await.is_err() {
+                return false;
+            }
+            if let Some(wait) = wait
+                && tokio::time::timeout(SETTLE_LIMIT, wait.wait()).await.is_err()
+            {
+                // Slow outputs, not a crash: the rest goes at once.
+                info!(pipeline = %self.pipeline, seq = batch.seq, "a replayed record waits on its outputs; replaying the rest at once");
+                careful = false;
+            }
+        }
+        if plan.careful && careful {
+            guard.done();
+        }
+        if records > 0 {
+            info!(pipeline = %self.pipeline, records, "replay queued; starting inputs");
+        }
+        true
     }
 }
 
@@ -290,11 +352,12 @@ impl FilterStage {
                 Payload::InvalidProto(_) => "invalidProto",
                 _ => continue,
             };
-            let kind = if self.invalid_kinds.contains(&event.kind) {
-                event.kind.clone()
+            let label = kind_label(&event.kind);
+            let kind = if self.invalid_kinds.contains(label) {
+                label.to_owned()
             } else if self.invalid_kinds.len() < INVALID_KIND_LABELS {
-                self.invalid_kinds.insert(event.kind.clone());
-                event.kind.clone()
+                self.invalid_kinds.insert(label.to_owned());
+                label.to_owned()
             } else {
                 "other".to_owned()
             };
@@ -304,8 +367,8 @@ impl FilterStage {
     }
 }
 
-/// Runs the filters over one batch on a runtime thread of its own. A filter
-/// that panics loses the batch's claims, so its producers get an error.
+/// Runs the filters over one batch on a runtime thread of its own; see
+/// [`apply_isolated`] for what a panicking filter costs.
 async fn apply_filters(
     filters: Arc<[Arc<dyn Filter>]>,
     mut queued: Queued<PipelineItem>,
@@ -314,16 +377,38 @@ async fn apply_filters(
         return Some(queued);
     }
     let filtered = tokio::spawn(async move {
-        for filter in filters.iter() {
-            filter.apply(&mut queued.item.events);
-        }
+        apply_isolated(&filters, &mut queued.item.events);
         queued
     });
     match filtered.await {
         Ok(queued) => Some(queued),
         Err(error) => {
-            error!(%error, "a filter panicked; the batch's producers get an error");
+            error!(%error, "the filter stage failed; the batch's producers get an error");
             None
+        }
+    }
+}
+
+/// Applies each filter to the whole batch; if one panics, applies it again
+/// event by event, so that only the event it cannot handle is set aside —
+/// passed on unfiltered, protobuf flagged `invalidProto` — and its
+/// neighbours are filtered as usual. Filters skip events they already
+/// changed, so the second pass redoes nothing. Without this, one event would
+/// fail its whole batch, and a persisted batch would fail again at every
+/// restart.
+fn apply_isolated(filters: &[Arc<dyn Filter>], events: &mut [Event]) {
+    for filter in filters {
+        if catch_unwind(AssertUnwindSafe(|| filter.apply(events))).is_ok() {
+            continue;
+        }
+        for event in events.iter_mut() {
+            if catch_unwind(AssertUnwindSafe(|| filter.apply(std::slice::from_mut(event)))).is_err() {
+                error!(kind = %kind_label(&event.kind), "a filter panicked on an event; it is passed on unfiltered");
+                counter!(FILTER_PANICS).increment(1);
+                if let Payload::Protobuf(bytes) = &event.payload {
+                    event.payload = Payload::InvalidProto(bytes.clone());
+                }
+            }
         }
     }
 }
@@ -376,7 +461,11 @@ impl RunningPipeline {
     }
 
     /// Persists the progress of the outputs (best effort, bounded in time).
+    /// The agent is stopping by choice: no crash-loop note is left.
     pub async fn checkpoint(&self) {
+        if let Some(guard) = &self.replay_guard {
+            guard.done();
+        }
         if let Some(queue) = &self.persisted {
             queue.checkpoint(std::time::Duration::from_secs(2)).await;
         }

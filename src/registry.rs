@@ -54,6 +54,10 @@ pub(crate) fn build_filter(kind: &str, table: toml::Table) -> Result<Box<dyn Fil
                 .build()
                 .map_err(build_error)?,
         )),
+        #[cfg(feature = "fault-injection")]
+        crate::fault_filter::NAME => Ok(Box::new(
+            parse::<crate::fault_filter::FaultFilterConfig>(table)?.build(),
+        )),
         other => Err(unknown("filter", other, FILTERS)),
     }
 }

@@ -165,3 +165,26 @@ async fn a_ten_second_output_outage_logs_a_bounded_number_of_lines() {
     assert!(failures > 100, "the outage was not exercised: {failures} failures");
     assert!(lines <= 10, "{lines} log lines for a 10 s outage:\n{log}");
 }
+
+#[tokio::test]
+async fn huge_producer_kinds_do_not_blow_up_the_metrics() {
+    let (options, metrics) = observed_pipeline("events/all.jsonl");
+    let agent = Agent::start(options);
+    let mut client = agent.client().await;
+    for n in 0..20 {
+        let kind = format!("{n:03}{}", "k".repeat(256 * 1024));
+        store_ok(&mut client, vec![json_event("huge-", n, &kind, "{nope")]).await;
+    }
+    let text = scrape(metrics);
+    assert!(
+        text.len() < 64 * 1024,
+        "/metrics is {} bytes after 20 events with 256 KiB kinds",
+        text.len()
+    );
+    let label = format!("000{}", "k".repeat(125));
+    let invalid = [("kind", label.as_str()), ("reason", "invalidJson")];
+    assert_eq!(
+        metric_value(&text, "eventstash_invalid_events_total", &invalid),
+        Some(1.0)
+    );
+}

@@ -68,7 +68,9 @@ pub trait Input: Send {
 /// Filters run on a worker thread and must not block on I/O.
 pub trait Filter: Send + Sync {
     /// Changes the events in place. A filter that cannot handle an event
-    /// flags it (for example `invalidProto`) instead of dropping it.
+    /// flags it (for example `invalidProto`) instead of dropping it. An
+    /// event the filter already changed must be left as it is: after a
+    /// panic the engine applies the filter again, one event at a time.
     fn apply(&self, events: &mut [Event]);
 
     /// Re-reads what the filter loaded at start (on SIGHUP). On error the
