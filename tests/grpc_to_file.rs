@@ -135,6 +135,35 @@ async fn invalid_payloads_are_flagged_not_dropped() {
 }
 
 #[tokio::test]
+async fn json_other_readers_reject_is_flagged_and_every_line_reads_back_in_python() {
+    let agent = Agent::start(AgentOptions::new(FILE_PIPELINE));
+    let mut client = agent.client().await;
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let events = vec![
+        json_event("strict-", 0, "k", &deep),
+        json_event("strict-", 1, "k", r#"{"s":"\ud800"}"#),
+        json_event("strict-", 2, "k", r#"{"s":"\ud83d\ude00","n":[[[1]]]}"#),
+    ];
+    store_ok(&mut client, events).await;
+
+    let documents = read_documents(&agent.path("events/k.jsonl"));
+    assert_eq!(documents.len(), 3);
+    assert_eq!(documents[0]["invalidJson"], true);
+    assert_eq!(documents[0]["plain"].as_str().map(str::len), Some(200_000));
+    assert_eq!(documents[1]["invalidJson"], true);
+    assert_eq!(documents[1]["plain"], r#"{"s":"\ud800"}"#);
+    assert_eq!(documents[2]["data"]["s"], "\u{1f600}");
+    let script =
+        "import json, sys\nfor line in open(sys.argv[1], encoding='utf-8'):\n    json.loads(line)\nprint('ok')";
+    let checked = run_ok(
+        Command::new(python())
+            .args(["-c", script])
+            .arg(agent.path("events/k.jsonl")),
+    );
+    assert_eq!(checked.trim(), "ok");
+}
+
+#[tokio::test]
 async fn oversized_message_gets_resource_exhausted_and_the_agent_keeps_serving() {
     let config = FILE_PIPELINE.replace(
         "bind = \"127.0.0.1:{port}\"",

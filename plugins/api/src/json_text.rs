@@ -175,6 +175,37 @@ mod tests {
         assert!(accepted("\"\u{1f600}\"", 8));
     }
 
+    /// Every document the payload path writes is one line of strict JSON,
+    /// whatever the bytes: a reader that accepts it once accepts it always.
+    fn assert_document_is_strict_json(data: Vec<u8>) {
+        use crate::event::{Event, Format};
+        let event = Event::new(
+            Format::Json,
+            Bytes::from(data),
+            "k".into(),
+            "1".into(),
+            chrono::Utc::now(),
+        );
+        let document = serde_json::to_string(&event).unwrap();
+        assert!(!document.contains('\n'));
+        let raw: Box<RawValue> = serde_json::from_str(&document).unwrap();
+        assert!(is_strict(raw.get(), DEFAULT_MAX_JSON_DEPTH + 2), "{document}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_bytes_make_a_strict_document(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            assert_document_is_strict_json(data);
+        }
+
+        #[test]
+        fn json_like_text_makes_a_strict_document(text in r#"[\[\]{}":,\\u0-9a-fdD ]{0,300}"#) {
+            assert_document_is_strict_json(text.into_bytes());
+        }
+    }
+
     #[test]
     fn flagged_payloads_keep_their_text() {
         let Payload::InvalidJson { plain, raw } = parse_json(Bytes::from_static(br#"["\ud800"]"#), 8) else {
