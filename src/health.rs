@@ -58,6 +58,10 @@ pub struct AgentHealth {
 /// The `/health` document.
 #[derive(Debug, Serialize)]
 pub struct HealthReport {
+    /// `ok`; `degraded` from an output's first failed write, while the agent
+    /// still serves (producers are answered, with errors for what that
+    /// output could not store); `unhealthy` when not serving.
+    pub status: &'static str,
     /// What `grpc.health.v1` says too.
     pub serving: bool,
     /// Starting, running or draining.
@@ -182,7 +186,7 @@ impl AgentHealth {
 
     /// The `/health` document.
     pub fn report(&self) -> HealthReport {
-        let outputs = self
+        let outputs: Vec<OutputReport> = self
             .outputs
             .iter()
             .map(|o| {
@@ -210,11 +214,61 @@ impl AgentHealth {
                 bytes: q.gauge.bytes(),
             })
             .collect();
+        let serving = *self.serving.borrow();
+        let failing = outputs.iter().any(|o| o.failing_for_seconds.is_some());
         HealthReport {
-            serving: *self.serving.borrow(),
+            status: match (serving, failing) {
+                (false, _) => "unhealthy",
+                (true, true) => "degraded",
+                (true, false) => "ok",
+            },
+            serving,
             state: self.lifecycle(),
             outputs,
             queues,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(unhealthy_after: Duration) -> (AgentHealth, ComponentHealth) {
+        let output = ComponentHealth::default();
+        let outputs = vec![OutputHealth {
+            pipeline: "main".into(),
+            output: "file#0".into(),
+            health: output.clone(),
+        }];
+        let (health, _serving) = AgentHealth::new(unhealthy_after, outputs, Vec::new());
+        health.set_lifecycle(Lifecycle::Running);
+        (health, output)
+    }
+
+    #[test]
+    fn a_failing_output_degrades_at_once_and_fails_the_agent_only_after_the_grace_period() {
+        let (health, output) = agent(Duration::from_secs(3600));
+        assert_eq!(health.report().status, "ok");
+        output.failing("disk full");
+        health.evaluate();
+        let report = health.report();
+        assert_eq!((report.status, report.serving), ("degraded", true));
+
+        let (health, output) = agent(Duration::ZERO);
+        output.failing("disk full");
+        health.evaluate();
+        let report = health.report();
+        assert_eq!((report.status, report.serving), ("unhealthy", false));
+        output.recovered();
+        health.evaluate();
+        assert_eq!(health.report().status, "ok");
+    }
+
+    #[test]
+    fn an_agent_that_is_not_running_is_unhealthy() {
+        let (health, _) = agent(Duration::from_secs(3600));
+        health.set_lifecycle(Lifecycle::Draining);
+        assert_eq!(health.report().status, "unhealthy");
     }
 }
