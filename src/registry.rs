@@ -71,7 +71,7 @@ pub(crate) fn build_output(
     match kind {
         output_file::NAME => Ok(Box::new(
             parse::<output_file::FileOutputConfig>(table)?
-                .build()
+                .build_in(context)
                 .map_err(build_error)?,
         )),
         output_stdout::NAME => Ok(Box::new(

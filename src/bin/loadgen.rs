@@ -6,14 +6,21 @@
 //! of a stream (p50/p99/max), and with `--server-pid` the agent's memory.
 //! Only acknowledged events count: an event is "done" when the agent said
 //! it was stored.
+//!
+//! With `--serve-bare ADDR` it is the other side instead: a bare tonic
+//! server for `hfx.v1.EventStash` that decodes every `StoreEventRequest`
+//! and answers success, doing nothing else — the ceiling the transport
+//! itself sets on this machine, which eventstash's figures are divided by
+//! (`bench/compare`).
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
-use eventstash_input_grpc::proto::StoreEventRequest;
 use eventstash_input_grpc::proto::event_stash_client::EventStashClient;
+use eventstash_input_grpc::proto::event_stash_server::{EventStash, EventStashServer};
 use eventstash_input_grpc::proto::store_event_request::EventFormat;
+use eventstash_input_grpc::proto::{StoreEventRequest, StoreEventResponse};
 use prost::Message as _;
 use tonic::transport::{Channel, Endpoint};
 
@@ -53,6 +60,40 @@ struct Args {
     /// The agent's process id, to report its resident memory.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Serve a bare `hfx.v1.EventStash` on this address instead of
+    /// generating load (until killed).
+    #[arg(long, value_name = "ADDR")]
+    serve_bare: Option<std::net::SocketAddr>,
+}
+
+/// The bare server: reads every message of a stream, then says success.
+struct BareServer;
+
+#[tonic::async_trait]
+impl EventStash for BareServer {
+    async fn store_event(
+        &self,
+        request: tonic::Request<tonic::Streaming<StoreEventRequest>>,
+    ) -> Result<tonic::Response<StoreEventResponse>, tonic::Status> {
+        let mut stream = request.into_inner();
+        while stream.message().await?.is_some() {}
+        Ok(tonic::Response::new(StoreEventResponse { success: true }))
+    }
+}
+
+/// Serves [`BareServer`] with the same transport settings as the gRPC input
+/// (windows, message size, `TCP_NODELAY`), so only the work differs.
+async fn serve_bare(addr: std::net::SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("bare hfx.v1.EventStash server on {addr}");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(1024 * 1024)
+        .initial_connection_window_size(4 * 1024 * 1024)
+        .add_service(EventStashServer::new(BareServer).max_decoding_message_size(4 * 1024 * 1024))
+        .serve_with_incoming(incoming)
+        .await?;
+    Ok(())
 }
 
 /// HFXEventStash's example message, `contact.AddressBook`.
@@ -192,6 +233,9 @@ fn memory_of(pid: u32) -> Option<String> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if let Some(addr) = args.serve_bare {
+        return serve_bare(addr).await;
+    }
     let (data, kind, format) = payload(args.format, args.payload_size);
     let uri = if args.addr.contains("://") {
         args.addr.clone()

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::event::Event;
+use crate::metrics::PluginContext;
+use crate::template::path_segment_escape;
 
 /// Why dead letters could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,24 @@ impl DeadLetterFile {
             output: output.into(),
             file: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The dead-letter file of an output: `configured` if set (and not
+    /// empty), else `data/dead_letter/<pipeline>/<output id>.jsonl`, the ids
+    /// made file-name safe (`file#0` → `file_0`), one directory per pipeline.
+    pub fn for_output(configured: Option<&Path>, ctx: &PluginContext) -> DeadLetterFile {
+        let path = match configured.filter(|path| !path.as_os_str().is_empty()) {
+            Some(path) => path.to_path_buf(),
+            None => {
+                let (mut pipeline, mut plugin) = (String::new(), String::new());
+                path_segment_escape(&ctx.pipeline, &mut pipeline);
+                path_segment_escape(&ctx.plugin, &mut plugin);
+                PathBuf::from("data/dead_letter")
+                    .join(pipeline)
+                    .join(format!("{plugin}.jsonl"))
+            }
+        };
+        DeadLetterFile::new(path, ctx.plugin.clone())
     }
 
     /// Where the dead letters go.

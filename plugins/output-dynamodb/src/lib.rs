@@ -11,7 +11,12 @@
 //! `BatchWriteItem`, 25 items per request and several requests in flight. It
 //! retries throttling, unprocessed items and outages without limit and
 //! returns only when every event is stored or, if DynamoDB refuses the item
-//! itself (too large, invalid), written to the dead-letter file.
+//! itself (too large, invalid), written to the dead-letter file. One refused
+//! item never fails the rest of its batch: items that cannot be valid (an
+//! empty or oversized key, over 400 KB) are set aside before sending, and a
+//! request DynamoDB refuses as invalid (`ValidationException`, say for an
+//! empty value of an index key) is sent again item by item, so that only
+//! the refused items are dead-lettered (`dead_letter_path`).
 #![warn(missing_docs, unreachable_pub)]
 
 mod attribute_value;

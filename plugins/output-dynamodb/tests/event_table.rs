@@ -262,6 +262,105 @@ async fn an_item_dynamodb_refuses_is_dead_lettered_alone_and_its_batch_is_stored
 }
 
 #[tokio::test]
+async fn an_event_whose_key_renders_empty_is_dead_lettered_alone_and_its_batch_stored() {
+    let url = moto_url();
+    let table = unique_table("empty-key");
+    let dir = tempfile::tempdir().unwrap();
+    let dead_letters = dir.path().join("dynamodb.jsonl");
+    let output = output(config(
+        &url,
+        &table,
+        json!({
+            "create_table": true,
+            "dead_letter_path": dead_letters,
+            "partition_key": {"name": "RequestId", "value": "%{[data][requestId]}"},
+        }),
+    ));
+    let mut events: Vec<_> = (0..30).map(test_event).collect();
+    // moto, like DynamoDB, refuses a whole BatchWriteItem for one empty key.
+    events[3] = event("bad.Key", "empty-key", &json!({"requestId": ""}));
+
+    output.write(OutputBatch::from(events)).await.unwrap();
+
+    assert_eq!(count_items(&client(&url), &table).await, 29);
+    let text = std::fs::read_to_string(&dead_letters).unwrap();
+    let letters: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(letters.len(), 1, "{text}");
+    assert_eq!(letters[0]["event"]["id"], "empty-key");
+    let reason = letters[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("`RequestId` is empty"), "{reason}");
+}
+
+#[tokio::test]
+async fn an_item_dynamodb_finds_invalid_is_found_by_sending_alone_and_dead_lettered() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, GlobalSecondaryIndex, KeySchemaElement, Projection, ProjectionType, ScalarAttributeType,
+    };
+    let url = moto_url();
+    let table = unique_table("empty-index-key");
+    let reader = client(&url);
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
+    // An operator's own index on an attribute the output fills from a
+    // template: only DynamoDB (here moto) knows an empty value is invalid.
+    let tenant_index = GlobalSecondaryIndex::builder()
+        .index_name("Tenant-Index")
+        .key_schema(key("Tenant", KeyType::Hash))
+        .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+        .build()
+        .unwrap();
+    reader
+        .create_table()
+        .table_name(&table)
+        .attribute_definitions(attribute("RequestId"))
+        .attribute_definitions(attribute("Timestamp"))
+        .attribute_definitions(attribute("Tenant"))
+        .key_schema(key("RequestId", KeyType::Hash))
+        .key_schema(key("Timestamp", KeyType::Range))
+        .global_secondary_indexes(tenant_index)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dead_letters = dir.path().join("dynamodb.jsonl");
+    let output = output(config(
+        &url,
+        &table,
+        json!({
+            "dead_letter_path": dead_letters,
+            "partition_key": {"name": "RequestId", "value": "%{[data][requestId]}"},
+            "attributes": {"Tenant": "%{[data][source]}"},
+        }),
+    ));
+    let mut events: Vec<_> = (0..30).map(test_event).collect();
+    events[11] = event("bad.Tenant", "no-tenant", &json!({"requestId": "r-x", "source": ""}));
+
+    output.write(OutputBatch::from(events)).await.unwrap();
+
+    assert_eq!(count_items(&reader, &table).await, 29);
+    let text = std::fs::read_to_string(&dead_letters).unwrap();
+    let letters: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(letters.len(), 1, "{text}");
+    assert_eq!(letters[0]["event"]["id"], "no-tenant");
+    let reason = letters[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("ValidationException"), "{reason}");
+    assert!(reason.contains("Tenant"), "{reason}");
+}
+
+#[tokio::test]
 async fn a_missing_table_holds_the_write_until_it_exists() {
     let url = moto_url();
     let table = unique_table("missing");

@@ -4,6 +4,11 @@
 //! A batch is encoded once. Each event's two lines are a span of one
 //! buffer, so a retry of the few items Elasticsearch throttled sends just
 //! their spans again, without rendering or serializing anything twice.
+//!
+//! An event whose `_id` Elasticsearch would refuse (empty, or over 512
+//! bytes) is set aside here with the reason instead: Elasticsearch checks
+//! ids before indexing anything and fails the whole bulk request for one bad
+//! id, so sending it would fail every event of its batch, again and again.
 
 use std::ops::Range;
 
@@ -16,6 +21,8 @@ use crate::error::ElasticsearchOutputError;
 /// Bytes an action line adds to a document, besides index name and id;
 /// used to size the buffer once per batch.
 const ACTION_OVERHEAD: usize = 40;
+/// The longest `_id` Elasticsearch takes, in bytes.
+const MAX_ID_BYTES: usize = 512;
 
 /// The bulk action each event is sent with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -47,10 +54,13 @@ pub(crate) struct BulkEncoder {
 /// A batch's bulk lines, ready to send in whole or in part.
 #[derive(Debug)]
 pub(crate) struct EncodedBatch {
-    /// Every event's action line and document.
+    /// Every sendable event's action line and document.
     lines: Bytes,
-    /// Where each event's lines are in `lines`, in batch order.
+    /// Where each event's lines are in `lines`, in batch order (empty for
+    /// a refused event).
     spans: Vec<Range<usize>>,
+    /// The batch positions of the events that must not be sent, with why.
+    refused: Vec<(usize, String)>,
 }
 
 impl BulkEncoder {
@@ -75,12 +85,18 @@ impl BulkEncoder {
             .sum();
         let mut lines = Vec::with_capacity(capacity);
         let mut spans = Vec::with_capacity(events.len());
+        let mut refused = Vec::new();
         // Rendered into in place, so names and ids cost no allocation per event.
         let (mut index, mut id) = (String::new(), String::new());
-        for event in events {
+        for (position, event) in events.iter().enumerate() {
             let start = lines.len();
-            self.index.render_into(event, &mut index, push_str);
             self.document_id.render_into(event, &mut id, push_str);
+            if let Some(reason) = self.id_problem(&id) {
+                refused.push((position, reason));
+                spans.push(start..start);
+                continue;
+            }
+            self.index.render_into(event, &mut index, push_str);
             self.push_event(&mut lines, event, &index, &id)
                 .map_err(|error| ElasticsearchOutputError::Encode {
                     id: event.id.clone(),
@@ -91,6 +107,24 @@ impl BulkEncoder {
         Ok(EncodedBatch {
             lines: Bytes::from(lines),
             spans,
+            refused,
+        })
+    }
+
+    /// Why Elasticsearch would refuse `id` (and with it the whole request).
+    fn id_problem(&self, id: &str) -> Option<String> {
+        let template = self.document_id.as_str();
+        if id.is_empty() {
+            return Some(format!(
+                "the document id (`document_id` = `{template}`) is empty, which Elasticsearch refuses"
+            ));
+        }
+        (id.len() > MAX_ID_BYTES).then(|| {
+            format!(
+                "the document id (`document_id` = `{template}`) is {} bytes, over Elasticsearch's \
+                 {MAX_ID_BYTES}-byte limit",
+                id.len()
+            )
         })
     }
 
@@ -115,19 +149,31 @@ fn push_str(value: &str, out: &mut String) {
 }
 
 impl EncodedBatch {
-    /// How many events the batch holds.
-    pub(crate) fn len(&self) -> usize {
-        self.spans.len()
+    /// The batch positions of the events to send, ascending.
+    pub(crate) fn sendable(&self) -> Vec<usize> {
+        let mut refused = self.refused.iter().map(|(position, _)| *position).peekable();
+        (0..self.spans.len())
+            .filter(|&position| refused.next_if_eq(&position).is_none())
+            .collect()
     }
 
-    /// The request body for the events at `positions` (ascending batch
+    /// The events that must not be sent, by batch position, with why.
+    pub(crate) fn refused(&self) -> &[(usize, String)] {
+        &self.refused
+    }
+
+    /// The size of the request body for the events at `positions`.
+    pub(crate) fn size(&self, positions: &[usize]) -> usize {
+        positions.iter().map(|&i| self.spans[i].len()).sum()
+    }
+
+    /// The request body for the events at `positions` (ascending sendable
     /// positions): the whole buffer, shared, when that is all of them.
     pub(crate) fn body(&self, positions: &[usize]) -> Bytes {
-        if positions.len() == self.spans.len() {
+        if positions.len() + self.refused.len() == self.spans.len() {
             return self.lines.clone();
         }
-        let size = positions.iter().map(|&i| self.spans[i].len()).sum();
-        let mut body = BytesMut::with_capacity(size);
+        let mut body = BytesMut::with_capacity(self.size(positions));
         for &i in positions {
             body.extend_from_slice(&self.lines[self.spans[i].clone()]);
         }
@@ -167,7 +213,7 @@ mod tests {
     fn each_event_is_an_action_line_and_its_document() {
         let (a, b) = (event("contact.AddressBook", "e-1"), event("x", "e\"2"));
         let batch = encoder(BulkAction::Index).encode(&[&a, &b]).unwrap();
-        assert_eq!(batch.len(), 2);
+        assert_eq!(batch.sendable(), [0, 1]);
         let lines = lines(&batch.body(&[0, 1]));
         assert_eq!(lines.len(), 4);
         assert_eq!(
@@ -200,6 +246,38 @@ mod tests {
         assert_eq!(ids, ["1", "3"]);
         assert_eq!(lines[1]["id"], "1");
         assert_eq!(lines[3]["id"], "3");
+    }
+
+    #[test]
+    fn ids_elasticsearch_would_fail_the_request_for_are_set_aside() {
+        let longest = "x".repeat(MAX_ID_BYTES);
+        let too_long = "x".repeat(MAX_ID_BYTES + 1);
+        let events = [event("k", "1"), event("k", &too_long), event("k", &longest)];
+        let refs: Vec<&Event> = events.iter().collect();
+        let batch = encoder(BulkAction::Index).encode(&refs).unwrap();
+        assert_eq!(batch.sendable(), [0, 2]);
+        let [(position, reason)] = batch.refused() else {
+            panic!("{:?}", batch.refused())
+        };
+        assert_eq!(*position, 1);
+        assert!(
+            reason.contains("513 bytes, over Elasticsearch's 512-byte limit"),
+            "{reason}"
+        );
+        let lines = lines(&batch.body(&batch.sendable()));
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[2]["index"]["_id"], longest.as_str());
+
+        let empty_id = BulkEncoder::new(
+            BulkAction::Index,
+            FieldTemplate::parse("i").unwrap(),
+            FieldTemplate::parse("%{[data][empty]}").unwrap(),
+        );
+        let data = Bytes::from_static(br#"{"empty":""}"#);
+        let event = Event::new(Format::Json, data, "k".into(), "1".into(), chrono::Utc::now());
+        let batch = empty_id.encode(&[&event]).unwrap();
+        assert!(batch.sendable().is_empty());
+        assert!(batch.refused()[0].1.contains("is empty"), "{:?}", batch.refused());
     }
 
     #[test]

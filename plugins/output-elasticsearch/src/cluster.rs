@@ -19,7 +19,7 @@ use elasticsearch::http::{Method, Url};
 
 use crate::error::ElasticsearchOutputError;
 use crate::response::{BulkResponse, FILTER_PATH};
-use crate::retry::{RequestFailure, is_retryable_status};
+use crate::retry::{RequestFailure, status_kind};
 
 /// How much of an error response body goes into a message.
 const MAX_ERROR_BODY: usize = 300;
@@ -80,13 +80,14 @@ impl Cluster {
         if !response.status_code().is_success() {
             return Err(status_failure(response).await);
         }
-        let bytes = response.bytes().await.map_err(|error| RequestFailure {
-            retryable: true,
-            message: format!("{url}: reading the response: {}", error_chain(&error)),
+        let bytes = response.bytes().await.map_err(|error| {
+            RequestFailure::transient(format!("{url}: reading the response: {}", error_chain(&error)))
         })?;
-        serde_json::from_slice(&bytes).map_err(|error| RequestFailure {
-            retryable: true,
-            message: format!("{url}: unreadable bulk response ({error}): {}", excerpt(&bytes)),
+        serde_json::from_slice(&bytes).map_err(|error| {
+            RequestFailure::transient(format!(
+                "{url}: unreadable bulk response ({error}): {}",
+                excerpt(&bytes)
+            ))
         })
     }
 
@@ -121,11 +122,8 @@ impl Cluster {
         self.client
             .send(method, path, headers, query, body, None)
             .await
-            .map_err(|error| RequestFailure {
-                // Connection refused, reset, timed out: all worth another try.
-                retryable: true,
-                message: error_chain(&error),
-            })
+            // Connection refused, reset, timed out: all worth another try.
+            .map_err(|error| RequestFailure::transient(error_chain(&error)))
     }
 }
 
@@ -135,7 +133,7 @@ async fn status_failure(response: Response) -> RequestFailure {
     let url = response.url().clone();
     let body = response.bytes().await.unwrap_or_default();
     RequestFailure {
-        retryable: is_retryable_status(status.as_u16()),
+        kind: status_kind(status.as_u16()),
         message: format!("{url}: {status}: {}", error_summary(&body)),
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use elasticsearch::auth::Credentials;
 use elasticsearch::cert::{Certificate, CertificateValidation};
 use elasticsearch::http::Url;
-use eventstash_plugin_api::{Backoff, DeadLetterFile, FieldTemplate, PluginContext, path_segment_escape};
+use eventstash_plugin_api::{Backoff, DeadLetterFile, FieldTemplate, PluginContext};
 use serde::Deserialize;
 
 use crate::bulk::{BulkAction, BulkEncoder};
@@ -142,7 +142,7 @@ impl ElasticsearchOutputConfig {
         );
         let template = self.index_template()?;
         let backoff = self.backoff()?;
-        let dead_letters = DeadLetterFile::new(self.dead_letter_path(ctx), ctx.plugin.clone());
+        let dead_letters = DeadLetterFile::for_output(self.dead_letter_path.as_deref(), ctx);
         let cluster = Cluster::new(ClusterSettings {
             hosts: self.host_urls()?,
             credentials: self.credentials()?,
@@ -241,20 +241,6 @@ impl ElasticsearchOutputConfig {
         }
         Ok(Backoff::new(initial, max))
     }
-
-    fn dead_letter_path(&self, ctx: &PluginContext) -> PathBuf {
-        if let Some(path) = &self.dead_letter_path {
-            return path.clone();
-        }
-        // Ids such as `elasticsearch#0` are made file-name safe; the
-        // pipeline directory keeps two pipelines' outputs apart.
-        let (mut pipeline, mut plugin) = (String::new(), String::new());
-        path_segment_escape(&ctx.pipeline, &mut pipeline);
-        path_segment_escape(&ctx.plugin, &mut plugin);
-        PathBuf::from("data/dead_letter")
-            .join(pipeline)
-            .join(format!("{plugin}.jsonl"))
-    }
 }
 
 /// Parses one `hosts` entry. The path gets a trailing slash so that API
@@ -305,6 +291,7 @@ fn invalid(key: &'static str, problem: String) -> ElasticsearchOutputError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn ctx() -> PluginContext {
         PluginContext::new("main", "elasticsearch#0")
@@ -328,8 +315,8 @@ mod tests {
         assert_eq!(config.template_name, "evt");
         assert!(!config.template_overwrite);
         assert_eq!(
-            config.dead_letter_path(&ctx()),
-            PathBuf::from("data/dead_letter/main/elasticsearch_0.jsonl")
+            DeadLetterFile::for_output(config.dead_letter_path.as_deref(), &ctx()).path(),
+            Path::new("data/dead_letter/main/elasticsearch_0.jsonl")
         );
         assert!(config.build(&ctx()).is_ok());
     }
@@ -345,8 +332,8 @@ mod tests {
         assert!(config.ca_file.is_none() && config.template.is_none());
         assert_eq!(config.hosts, ["http://a:9200", "http://b:9200"]);
         assert_eq!(
-            config.dead_letter_path(&ctx()),
-            PathBuf::from("data/dead_letter/main/elasticsearch_0.jsonl")
+            DeadLetterFile::for_output(config.dead_letter_path.as_deref(), &ctx()).path(),
+            Path::new("data/dead_letter/main/elasticsearch_0.jsonl")
         );
         assert!(config.build(&ctx()).is_ok());
     }

@@ -9,6 +9,10 @@
 //! first write, reads every item of every bulk response, retries only the
 //! items that were throttled or hit a server error, and writes the items
 //! Elasticsearch refuses for good to a dead-letter file with the reason.
+//! One such event never fails the rest of its batch: an `_id` Elasticsearch
+//! would refuse the whole request for is dead-lettered before sending, and a
+//! request over the cluster's size limit (413) is sent again in halves until
+//! the parts fit or a single event is left, which is dead-lettered.
 #![warn(missing_docs, unreachable_pub)]
 
 mod bulk;

@@ -1,7 +1,8 @@
 //! When to retry, and how an outage is reported.
 //!
 //! Retries themselves wait with the shared [`Backoff`]; this file decides
-//! which whole-request statuses are worth another try and keeps the logs of
+//! what a whole-request status calls for (another try, smaller requests, or
+//! giving up) and keeps the logs of
 //! a long outage to a few lines: an error the first time the cluster cannot
 //! be reached, a warning when a healthy cluster starts failing, then one line
 //! per interval with how many failures were held back, and one line when it
@@ -20,24 +21,51 @@ use tracing::{error, info, warn};
 /// How often a continuing failure is logged again.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Whether a whole request that got `status` may succeed when sent again.
+/// What a whole request that failed calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureKind {
+    /// Sending it again may work: no answer, throttling, a server error.
+    Transient,
+    /// The body is over the cluster's (or a proxy's) size limit, a 413:
+    /// smaller requests may pass. AWS-hosted clusters cap requests at
+    /// 10 MiB whatever `http.max_content_length` says.
+    TooLarge,
+    /// Sending it again would fail the same way.
+    Refused,
+}
+
+/// What a whole request that got `status` calls for.
 ///
-/// Throttling, timeouts and server errors pass. So do 401 and 403: the
-/// events are fine and an operator fixing the credentials or the role lets
-/// them through, which beats failing every producer meanwhile. Other 4xx
-/// statuses (a body the cluster cannot parse, a request too large, a wrong
-/// URL path) would fail the same way again.
-pub(crate) fn is_retryable_status(status: u16) -> bool {
-    matches!(status, 401 | 403 | 408 | 429 | 500..=599)
+/// Throttling, timeouts and server errors are transient. So are 401 and
+/// 403: the events are fine and an operator fixing the credentials or the
+/// role lets them through, which beats failing every producer meanwhile.
+/// Other 4xx statuses (a body the cluster cannot parse, a wrong URL path)
+/// would fail the same way again.
+pub(crate) fn status_kind(status: u16) -> FailureKind {
+    match status {
+        401 | 403 | 408 | 429 | 500..=599 => FailureKind::Transient,
+        413 => FailureKind::TooLarge,
+        _ => FailureKind::Refused,
+    }
 }
 
 /// Why a request got no usable answer.
 #[derive(Debug)]
 pub(crate) struct RequestFailure {
-    /// Sending it again may work.
-    pub(crate) retryable: bool,
+    /// What the failure calls for.
+    pub(crate) kind: FailureKind,
     /// The node's URL and what went wrong, for logs and errors.
     pub(crate) message: String,
+}
+
+impl RequestFailure {
+    /// A failure that sending the request again may cure.
+    pub(crate) fn transient(message: String) -> RequestFailure {
+        RequestFailure {
+            kind: FailureKind::Transient,
+            message,
+        }
+    }
 }
 
 /// The log lines and health of one kind of repeated failure: requests that
@@ -156,11 +184,12 @@ mod tests {
     #[test]
     fn throttling_and_server_errors_are_retried_client_errors_are_not() {
         for status in [429, 500, 502, 503, 504, 408, 401, 403] {
-            assert!(is_retryable_status(status), "{status}");
+            assert_eq!(status_kind(status), FailureKind::Transient, "{status}");
         }
-        for status in [400, 404, 405, 409, 413] {
-            assert!(!is_retryable_status(status), "{status}");
+        for status in [400, 404, 405, 409] {
+            assert_eq!(status_kind(status), FailureKind::Refused, "{status}");
         }
+        assert_eq!(status_kind(413), FailureKind::TooLarge);
     }
 
     #[test]

@@ -9,10 +9,19 @@
 //! unreachable cluster are retried with backoff for as long as it takes; the
 //! engine's shutdown deadline is the limit. `write` returns only then, so an
 //! event is acknowledged only after its outcome.
+//!
+//! One event must never fail the others of its batch. So an event whose
+//! `_id` would make Elasticsearch refuse the whole request is dead-lettered
+//! before sending (see [`crate::bulk`]), and a request answered
+//! `413 Request Entity Too Large` (AWS-hosted clusters take at most 10 MiB)
+//! is sent again in halves, recursively; an event too large on its own is
+//! dead-lettered with the cluster's answer.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use eventstash_plugin_api::{
-    Backoff, BoxError, DeadLetterFile, Event, Output, OutputBatch, OutputMetrics, PluginContext,
+    Backoff, BoxError, DeadLetterFile, Event, LogThrottle, Output, OutputBatch, OutputMetrics, PluginContext,
 };
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
@@ -22,7 +31,7 @@ use crate::cluster::Cluster;
 use crate::error::ElasticsearchOutputError;
 use crate::index_template::IndexTemplate;
 use crate::response::{BulkResponse, ItemOutcome};
-use crate::retry::{FailureReport, RequestFailure};
+use crate::retry::{FailureKind, FailureReport, RequestFailure};
 
 /// The Elasticsearch output, built by
 /// [`ElasticsearchOutputConfig::build`](crate::ElasticsearchOutputConfig::build).
@@ -47,6 +56,19 @@ pub struct ElasticsearchOutput {
     request_failures: FailureReport,
     /// Items the cluster throttles or fails with a server error.
     item_failures: FailureReport,
+    /// Keeps the warnings about requests split for their size to a few.
+    split_log: LogThrottle,
+}
+
+/// How often requests split for their size are logged again.
+const SPLIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A part of a batch the cluster answered 413 for.
+struct TooLarge {
+    /// Its batch positions still unstored.
+    pending: Vec<usize>,
+    /// The cluster's answer.
+    reason: String,
 }
 
 /// What one bulk round left to do.
@@ -81,6 +103,7 @@ impl ElasticsearchOutput {
             backoff,
             request_failures: FailureReport::for_requests(&ctx.plugin, ctx.health.clone()),
             item_failures: FailureReport::for_items(&ctx.plugin, ctx.health.clone()),
+            split_log: LogThrottle::new(SPLIT_LOG_INTERVAL),
         }
     }
 
@@ -88,23 +111,72 @@ impl ElasticsearchOutput {
     async fn write_events(&self, events: &[&Event]) -> Result<(), ElasticsearchOutputError> {
         self.template_ready.get_or_try_init(|| self.install_template()).await?;
         let encoded = self.encoder.encode(events)?;
-        let mut pending: Vec<usize> = (0..encoded.len()).collect();
+        let refused = encoded.refused().iter();
+        let refused = refused.map(|(position, reason)| (events[*position], reason.clone()));
+        self.dead_letter(refused.collect()).await?;
+        // A part too large for the cluster is split in halves, each written
+        // on its own; the first half goes first, so order is kept.
+        let sendable = encoded.sendable();
+        let mut parts = if sendable.is_empty() {
+            Vec::new()
+        } else {
+            vec![sendable]
+        };
+        while let Some(part) = parts.pop() {
+            let Some(too_large) = self.write_part(events, &encoded, part).await? else {
+                continue;
+            };
+            let mut pending = too_large.pending;
+            if let [position] = pending[..] {
+                let size = encoded.size(&pending);
+                let reason = format!(
+                    "the bulk request for this event alone ({size} bytes) is over the cluster's \
+                     request size limit: {}",
+                    too_large.reason
+                );
+                self.dead_letter(vec![(events[position], reason)]).await?;
+                continue;
+            }
+            self.log_split(pending.len(), encoded.size(&pending), &too_large.reason);
+            let second = pending.split_off(pending.len() / 2);
+            parts.push(second);
+            parts.push(pending);
+        }
+        Ok(())
+    }
+
+    /// Writes the events at `pending` until each is stored or dead-lettered,
+    /// or the cluster answers that the request is too large.
+    async fn write_part(
+        &self,
+        events: &[&Event],
+        encoded: &EncodedBatch,
+        mut pending: Vec<usize>,
+    ) -> Result<Option<TooLarge>, ElasticsearchOutputError> {
         let mut backoff = self.backoff.clone();
         let mut first_round = true;
         loop {
-            let round = match self.send_round(events, &encoded, &pending).await {
+            let round = match self.send_round(events, encoded, &pending).await {
                 Ok(round) => round,
-                Err(failure) if failure.retryable => {
-                    let delay = backoff.next_delay();
-                    self.request_failures.failed(pending.len(), &failure.message, delay);
-                    self.retry_after(pending.len(), delay).await;
-                    continue;
-                }
-                Err(failure) => {
-                    return Err(ElasticsearchOutputError::BulkRejected {
-                        reason: failure.message,
-                    });
-                }
+                Err(failure) => match failure.kind {
+                    FailureKind::Transient => {
+                        let delay = backoff.next_delay();
+                        self.request_failures.failed(pending.len(), &failure.message, delay);
+                        self.retry_after(pending.len(), delay).await;
+                        continue;
+                    }
+                    FailureKind::TooLarge => {
+                        return Ok(Some(TooLarge {
+                            pending,
+                            reason: failure.message,
+                        }));
+                    }
+                    FailureKind::Refused => {
+                        return Err(ElasticsearchOutputError::BulkRejected {
+                            reason: failure.message,
+                        });
+                    }
+                },
             };
             self.dead_letter(round.rejected).await?;
             if round.retry.is_empty() {
@@ -113,7 +185,7 @@ impl ElasticsearchOutput {
                 if first_round {
                     self.item_failures.succeeded();
                 }
-                return Ok(());
+                return Ok(None);
             }
             let delay = backoff.next_delay();
             let message = format!(
@@ -133,6 +205,19 @@ impl ElasticsearchOutput {
             first_round = false;
             self.retry_after(pending.len(), delay).await;
         }
+    }
+
+    /// A split is how every batch over the cluster's limit is written, so
+    /// it is logged at most once per interval, with the way to avoid it.
+    fn log_split(&self, events: usize, bytes: usize, reason: &str) {
+        let Some(held_back) = self.split_log.allow() else {
+            return;
+        };
+        warn!(
+            output = %self.id, events, bytes, held_back, %reason,
+            "bulk request over the cluster's size limit; sending it in halves \
+             (a smaller `batch_bytes` for this output avoids the extra requests)"
+        );
     }
 
     /// Sends the events at `pending` once and sorts them by their items'
@@ -157,14 +242,11 @@ impl ElasticsearchOutput {
         response: BulkResponse,
     ) -> Result<RoundResult<'a>, RequestFailure> {
         if response.items.len() != pending.len() {
-            return Err(RequestFailure {
-                retryable: true,
-                message: format!(
-                    "the bulk response has {} items for {} actions",
-                    response.items.len(),
-                    pending.len()
-                ),
-            });
+            return Err(RequestFailure::transient(format!(
+                "the bulk response has {} items for {} actions",
+                response.items.len(),
+                pending.len()
+            )));
         }
         let mut round = RoundResult {
             retry: Vec::new(),
@@ -206,7 +288,7 @@ impl ElasticsearchOutput {
         Ok(())
     }
 
-    async fn retry_after(&self, events: usize, delay: std::time::Duration) {
+    async fn retry_after(&self, events: usize, delay: Duration) {
         self.metrics.retried.increment(events as u64);
         tokio::time::sleep(delay).await;
     }
@@ -224,7 +306,7 @@ impl ElasticsearchOutput {
                     self.request_failures.succeeded();
                     return Ok(());
                 }
-                Err(failure) if failure.retryable => {
+                Err(failure) if failure.kind == FailureKind::Transient => {
                     let delay = backoff.next_delay();
                     self.request_failures.failed(0, &failure.message, delay);
                     tokio::time::sleep(delay).await;

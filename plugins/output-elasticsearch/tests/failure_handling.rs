@@ -1,14 +1,16 @@
 //! Failures a real cluster produces under load, injected by the fault proxy
 //! (`support::fault_proxy`) in front of osmem-server: nothing may be lost or
 //! duplicated, rejected events must reach the dead-letter file with their
-//! reason, and `write` may return only once every event has its outcome.
+//! reason, one event the cluster can never take must not fail the others of
+//! its batch, and `write` may return only once every event has its outcome.
 
 mod support;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use eventstash_plugin_api::{Output, OutputBatch};
+use bytes::Bytes;
+use eventstash_plugin_api::{Event, Format, Output, OutputBatch};
 use serde_json::json;
 use support::fault_proxy::FaultProxy;
 use support::{Server, dead_letters, events, new_year_2021, output, server_url, unique, write_all};
@@ -53,14 +55,105 @@ async fn whole_requests_answered_429_or_503_are_sent_again() {
 async fn a_refused_bulk_request_fails_the_batch() {
     let proxy = FaultProxy::start(&server_url()).await;
     let under_test = output(&[proxy.url()], json!({"index": unique("refused")}));
-    proxy.faults(|f| f.fail_bulk.push_back(413));
+    proxy.faults(|f| f.fail_bulk.push_back(400));
     let error = under_test
         .output
         .write(OutputBatch::from(events("kind", "r", 10, new_year_2021())))
         .await
-        .expect_err("a 413 for the whole request cannot be fixed by sending it again");
+        .expect_err("a 400 for the whole request cannot be fixed by sending it again");
     let message = error.to_string();
-    assert!(message.contains("413"), "{message}");
+    assert!(message.contains("400"), "{message}");
+    assert!(dead_letters(&under_test.dead_letter_path).is_empty());
+}
+
+#[tokio::test]
+async fn a_request_over_the_size_limit_is_split_in_halves_until_each_part_fits() {
+    let server = Server::connect();
+    let proxy = FaultProxy::start(&server_url()).await;
+    let index = unique("split");
+    let under_test = output(&[proxy.url()], json!({"index": index}));
+    // About 200 bytes per event: 1,000 events need ten or more requests.
+    let limit = 20_000;
+    proxy.faults(|f| f.max_bulk_bytes = Some(limit));
+
+    let batch = OutputBatch::from(events("kind", "p", 1_000, new_year_2021()));
+    under_test
+        .output
+        .write(batch)
+        .await
+        .expect("a 413 is answered by smaller requests, not by failing the batch");
+
+    assert_eq!(server.count(&index).await, 1_000);
+    assert!(dead_letters(&under_test.dead_letter_path).is_empty());
+    let stats = proxy.stats();
+    assert!(stats.too_large_requests.load(Ordering::Relaxed) > 0);
+    assert!(stats.largest_forwarded.load(Ordering::Relaxed) <= limit);
+}
+
+#[tokio::test]
+async fn an_event_over_the_size_limit_on_its_own_is_dead_lettered_and_its_batch_stored() {
+    let server = Server::connect();
+    let proxy = FaultProxy::start(&server_url()).await;
+    let index = unique("huge");
+    let under_test = output(&[proxy.url()], json!({"index": index}));
+    proxy.faults(|f| f.max_bulk_bytes = Some(50_000));
+    let mut batch = events("kind", "h", 40, new_year_2021());
+    let huge = format!(r#"{{"blob":"{}"}}"#, "x".repeat(60_000));
+    batch[13] = Event::new(
+        Format::Json,
+        Bytes::from(huge),
+        "kind".into(),
+        "huge-1".into(),
+        new_year_2021(),
+    );
+
+    under_test.output.write(OutputBatch::from(batch)).await.unwrap();
+
+    assert_eq!(server.count(&index).await, 39);
+    assert!(server.document(&index, "huge-1").await.is_none());
+    let letters = dead_letters(&under_test.dead_letter_path);
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["event"]["id"], "huge-1");
+    let reason = letters[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("413"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_document_id_elasticsearch_would_refuse_the_whole_request_for_is_dead_lettered_alone() {
+    let server = Server::connect();
+    let index = unique("longid");
+    let under_test = output(&[&server_url()], json!({"index": index}));
+    // Elasticsearch fails a whole bulk request with a 400
+    // (action_request_validation_exception) when one `_id` is over 512 bytes.
+    let mut batch = events("kind", "i", 10, new_year_2021());
+    let long_id = "i".repeat(513);
+    batch[4] = Event::new(
+        Format::Json,
+        Bytes::from_static(b"{}"),
+        "kind".into(),
+        long_id.clone(),
+        new_year_2021(),
+    );
+
+    under_test.output.write(OutputBatch::from(batch)).await.unwrap();
+
+    assert_eq!(server.count(&index).await, 9);
+    let letters = dead_letters(&under_test.dead_letter_path);
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["event"]["id"], long_id.as_str());
+    let reason = letters[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("512"), "{reason}");
+
+    // A batch of nothing but such events sends no request at all.
+    let alone = Event::new(
+        Format::Json,
+        Bytes::from_static(b"{}"),
+        "kind".into(),
+        "j".repeat(600),
+        new_year_2021(),
+    );
+    under_test.output.write(OutputBatch::from(vec![alone])).await.unwrap();
+    assert_eq!(dead_letters(&under_test.dead_letter_path).len(), 2);
 }
 
 #[tokio::test]

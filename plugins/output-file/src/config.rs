@@ -1,10 +1,12 @@
 //! What a `type = "file"` table in a pipeline file says, and its check.
 //!
-//! The struct is plain serde data; [`FileOutputConfig::build`] turns it into
-//! a ready [`FileOutput`] without touching the disk, so `eventstash validate`
-//! can run it on any machine.
+//! The struct is plain serde data; [`FileOutputConfig::build_in`] turns it
+//! into a ready [`FileOutput`] without touching the disk, so `eventstash
+//! validate` can run it on any machine.
 
-use eventstash_plugin_api::FieldTemplate;
+use std::path::PathBuf;
+
+use eventstash_plugin_api::{DeadLetterFile, FieldTemplate, PluginContext};
 use serde::Deserialize;
 
 use crate::error::FileOutputError;
@@ -28,6 +30,14 @@ pub struct FileOutputConfig {
     /// used is closed. Matters for templates with many distinct paths.
     #[serde(default = "defaults::max_open_files")]
     pub max_open_files: usize,
+    /// Where events go whose file can never be written because of the path
+    /// they render (a name too long for the file system, a path component
+    /// that is a file): one JSON line each with the reason, instead of
+    /// failing their batch. Default
+    /// `data/dead_letter/<pipeline>/<output id>.jsonl`, as for the
+    /// Elasticsearch output; an empty value means the default.
+    #[serde(default)]
+    pub dead_letter_path: Option<PathBuf>,
 }
 
 /// The defaults of the optional keys, in one place.
@@ -42,9 +52,9 @@ mod defaults {
 }
 
 impl FileOutputConfig {
-    /// Checks the options and builds the output. Opens no file: files are
-    /// opened on first write.
-    pub fn build(self) -> Result<FileOutput, FileOutputError> {
+    /// Checks the options and builds the output for the pipeline and output
+    /// id in `ctx`. Opens no file: files are opened on first write.
+    pub fn build_in(self, ctx: &PluginContext) -> Result<FileOutput, FileOutputError> {
         if self.path.is_empty() {
             return Err(FileOutputError::InvalidOption {
                 key: "path",
@@ -58,13 +68,21 @@ impl FileOutputConfig {
             });
         }
         let template = FieldTemplate::parse(&self.path).map_err(|error| FileOutputError::PathTemplate { error })?;
-        Ok(FileOutput::new(template, self.sync, self.max_open_files))
+        let dead_letters = DeadLetterFile::for_output(self.dead_letter_path.as_deref(), ctx);
+        Ok(FileOutput::new(
+            ctx,
+            template,
+            self.sync,
+            self.max_open_files,
+            dead_letters,
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn parse(json: &str) -> Result<FileOutputConfig, serde_json::Error> {
         serde_json::from_str(json)
@@ -75,7 +93,27 @@ mod tests {
         let config = parse(r#"{"path": "out/%{index}.jsonl"}"#).unwrap();
         assert!(config.sync);
         assert_eq!(config.max_open_files, 256);
-        assert!(config.build().is_ok());
+        let ctx = PluginContext::new("main", "file#1");
+        assert_eq!(
+            DeadLetterFile::for_output(config.dead_letter_path.as_deref(), &ctx).path(),
+            Path::new("data/dead_letter/main/file_1.jsonl")
+        );
+        assert!(config.build_in(&ctx).is_ok());
+    }
+
+    #[test]
+    fn an_empty_dead_letter_path_means_the_default() {
+        let ctx = PluginContext::new("main", "file#0");
+        let config = parse(r#"{"path": "x", "dead_letter_path": ""}"#).unwrap();
+        assert_eq!(
+            DeadLetterFile::for_output(config.dead_letter_path.as_deref(), &ctx).path(),
+            Path::new("data/dead_letter/main/file_0.jsonl")
+        );
+        let config = parse(r#"{"path": "x", "dead_letter_path": "dlq/files.jsonl"}"#).unwrap();
+        assert_eq!(
+            DeadLetterFile::for_output(config.dead_letter_path.as_deref(), &ctx).path(),
+            Path::new("dlq/files.jsonl")
+        );
     }
 
     #[test]
@@ -87,7 +125,7 @@ mod tests {
     #[test]
     fn a_bad_template_names_the_path_key() {
         let config = parse(r#"{"path": "out/%{index"}"#).unwrap();
-        let error = config.build().unwrap_err();
+        let error = config.build_in(&PluginContext::new("main", "file#0")).unwrap_err();
         assert!(matches!(error, FileOutputError::PathTemplate { .. }));
         assert!(error.to_string().contains("`path`"), "{error}");
     }
@@ -96,7 +134,7 @@ mod tests {
     fn zero_open_files_is_rejected() {
         let config = parse(r#"{"path": "x", "max_open_files": 0}"#).unwrap();
         assert!(matches!(
-            config.build(),
+            config.build_in(&PluginContext::new("main", "file#0")),
             Err(FileOutputError::InvalidOption {
                 key: "max_open_files",
                 ..

@@ -21,6 +21,9 @@ pub(crate) struct PendingFile {
     pub(crate) path: String,
     /// Newline-terminated JSON documents, in batch order.
     pub(crate) lines: Vec<u8>,
+    /// The batch positions of those documents' events, to find them again
+    /// if the file refuses them.
+    pub(crate) events: Vec<usize>,
 }
 
 /// Reusable per-file buffers for one batch at a time.
@@ -42,11 +45,12 @@ impl BatchBuffers {
         self.clear();
         if template.is_constant() {
             let slot = self.slot_for(template.as_str());
-            let lines = &mut self.files[slot].lines;
-            return batch.iter().try_for_each(|event| push_line(lines, event));
+            let file = &mut self.files[slot];
+            file.events.extend(0..batch.len());
+            return batch.iter().try_for_each(|event| push_line(&mut file.lines, event));
         }
         let mut current: Option<usize> = None;
-        for event in batch.iter() {
+        for (position, event) in batch.iter().enumerate() {
             template.render_into(event, &mut self.rendered, path_segment_escape);
             // Neighbouring events usually share a file: compare before hashing.
             let slot = match current {
@@ -60,7 +64,9 @@ impl BatchBuffers {
                 }
             };
             current = Some(slot);
-            push_line(&mut self.files[slot].lines, event)?;
+            let file = &mut self.files[slot];
+            file.events.push(position);
+            push_line(&mut file.lines, event)?;
         }
         Ok(())
     }
@@ -92,6 +98,7 @@ impl BatchBuffers {
         file.path.clear();
         file.path.push_str(path);
         file.lines.clear();
+        file.events.clear();
         self.by_path.insert(path.to_owned(), slot);
         self.used += 1;
         slot
@@ -144,8 +151,10 @@ mod tests {
         assert_eq!(files.len(), 2);
         assert_eq!(files[0].path, "out/a.jsonl");
         assert_eq!(ids(&files[0].lines), ["1", "3", "4"]);
+        assert_eq!(files[0].events, [0, 2, 3]);
         assert_eq!(files[1].path, "out/b.jsonl");
         assert_eq!(ids(&files[1].lines), ["2"]);
+        assert_eq!(files[1].events, [1]);
     }
 
     #[test]
@@ -160,6 +169,7 @@ mod tests {
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].path, "out/b.jsonl");
         assert_eq!(ids(&files[0].lines), ["3"]);
+        assert_eq!(files[0].events, [0]);
     }
 
     #[test]
@@ -171,5 +181,6 @@ mod tests {
         assert_eq!(buffers.files().len(), 1);
         assert_eq!(buffers.files()[0].path, "all.jsonl");
         assert_eq!(ids(&buffers.files()[0].lines), ["1", "2"]);
+        assert_eq!(buffers.files()[0].events, [0, 1]);
     }
 }

@@ -7,7 +7,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use eventstash_plugin_api::TemplateError;
+use eventstash_plugin_api::{DeadLetterError, TemplateError};
 
 /// What went wrong in the file output.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +65,15 @@ pub enum FileOutputError {
         path: PathBuf,
         /// The operating system's reason.
         error: io::Error,
+    },
+    /// Events whose file can never be written could not be written to the
+    /// dead-letter file either, so they are neither stored nor kept.
+    #[error("file output refused {events} event(s) and could not keep them: {error}")]
+    DeadLetter {
+        /// How many events were refused.
+        events: usize,
+        /// Why the dead-letter file could not be written.
+        error: DeadLetterError,
     },
     /// The blocking task doing the file I/O panicked or was cancelled.
     #[error("the file writer task failed: {0}")]

@@ -2,16 +2,19 @@
 //! files named by a path template such as `data/%{index}/%{+yyyy-MM-dd}.jsonl`.
 //!
 //! [`FileOutputConfig`] is the TOML table, checked by
-//! [`FileOutputConfig::build`] without touching the disk; the
+//! [`FileOutputConfig::build_in`] without touching the disk; the
 //! [`FileOutput`] it builds appends each batch to its files and syncs them
 //! before reporting the batch as stored, so an acknowledged event survives a
-//! crash.
+//! crash. An event whose path can never be a file (a name too long for the
+//! file system, say) goes to the dead-letter file (`dead_letter_path`) with
+//! the reason, on its own: the rest of its batch is stored.
 #![warn(missing_docs, unreachable_pub)]
 
 mod config;
 mod encode;
 mod error;
 mod open_files;
+mod path_fault;
 mod sink;
 
 pub use config::FileOutputConfig;

@@ -4,22 +4,39 @@
 //! All state (the buffers and the open files) sits behind one mutex that only
 //! the blocking task takes, never across an `.await`. Writes are therefore
 //! one at a time, which also keeps each batch's lines together in its files.
-//! A failed batch is reported, not retried: the engine fails the producers'
-//! acknowledgements and they send again.
+//!
+//! A file that can never be opened because of the path its events render
+//! (see [`crate::path_fault`]) does not fail the batch: the batch's other
+//! files are written and synced, and that file's events go to the
+//! dead-letter file with the reason. Any other failure, and a dead-letter
+//! file that cannot be written, fails the batch; it is reported, not
+//! retried: the engine fails the producers' acknowledgements and the events
+//! are sent again (files already written get them twice: delivery is at
+//! least once).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use eventstash_plugin_api::{BoxError, FieldTemplate, Output, OutputBatch};
+use eventstash_plugin_api::{
+    BoxError, DeadLetterFile, Event, FieldTemplate, Output, OutputBatch, OutputMetrics, PluginContext,
+};
+use tracing::warn;
 
 use crate::encode::BatchBuffers;
 use crate::error::FileOutputError;
 use crate::open_files::OpenFiles;
+use crate::path_fault::PathFaults;
 
-/// The file output, built by [`FileOutputConfig::build`](crate::FileOutputConfig::build).
+/// The file output, built by [`FileOutputConfig::build_in`](crate::FileOutputConfig::build_in).
 #[derive(Debug)]
 pub struct FileOutput {
     writer: Arc<Mutex<FileWriter>>,
+    /// Where events go whose file can never be written.
+    dead_letters: DeadLetterFile,
+    /// The dead-lettered counter (the engine counts the rest).
+    metrics: OutputMetrics,
+    /// The output's id, for logs.
+    id: String,
 }
 
 /// The blocking half of the output.
@@ -27,28 +44,50 @@ pub struct FileOutput {
 struct FileWriter {
     /// Renders each event's file path.
     template: FieldTemplate,
+    /// Tells the open errors that are the events' fault from the others.
+    path_faults: PathFaults,
     /// The documents of the batch being written, by file.
     buffers: BatchBuffers,
     /// Handles kept open between batches.
     files: OpenFiles,
 }
 
+/// An event whose file refused it for good.
+#[derive(Debug)]
+struct RefusedEvent {
+    /// Its position in the batch.
+    position: usize,
+    /// Why its file cannot be written.
+    reason: String,
+}
+
 impl FileOutput {
-    pub(crate) fn new(template: FieldTemplate, sync: bool, max_open_files: usize) -> FileOutput {
+    pub(crate) fn new(
+        ctx: &PluginContext,
+        template: FieldTemplate,
+        sync: bool,
+        max_open_files: usize,
+        dead_letters: DeadLetterFile,
+    ) -> FileOutput {
         let writer = FileWriter {
+            path_faults: PathFaults::new(&template),
             template,
             buffers: BatchBuffers::default(),
             files: OpenFiles::new(max_open_files, sync),
         };
         FileOutput {
             writer: Arc::new(Mutex::new(writer)),
+            dead_letters,
+            metrics: ctx.output_metrics(),
+            id: ctx.plugin.clone(),
         }
     }
 
     /// Runs `work` on the writer in the blocking pool.
-    async fn with_writer<F>(&self, work: F) -> Result<(), FileOutputError>
+    async fn with_writer<F, T>(&self, work: F) -> Result<T, FileOutputError>
     where
-        F: FnOnce(&mut FileWriter) -> Result<(), FileOutputError> + Send + 'static,
+        F: FnOnce(&mut FileWriter) -> Result<T, FileOutputError> + Send + 'static,
+        T: Send + 'static,
     {
         let writer = Arc::clone(&self.writer);
         tokio::task::spawn_blocking(move || {
@@ -61,15 +100,62 @@ impl FileOutput {
         .await
         .map_err(FileOutputError::Task)?
     }
+
+    /// Writes the refused events of `batch` to the dead-letter file; only
+    /// then do they count as finished.
+    async fn dead_letter(&self, batch: &OutputBatch, mut refused: Vec<RefusedEvent>) -> Result<(), FileOutputError> {
+        if refused.is_empty() {
+            return Ok(());
+        }
+        refused.sort_unstable_by_key(|event| event.position);
+        let mut refused = refused.into_iter().peekable();
+        let letters: Vec<(&Event, String)> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(position, event)| {
+                let refused = refused.next_if(|refused| refused.position == position)?;
+                Some((event, refused.reason))
+            })
+            .collect();
+        self.dead_letters
+            .write(&letters)
+            .await
+            .map_err(|error| FileOutputError::DeadLetter {
+                events: letters.len(),
+                error,
+            })?;
+        self.metrics.dead_lettered.increment(letters.len() as u64);
+        warn!(
+            output = %self.id,
+            events = letters.len(),
+            first_reason = %letters[0].1,
+            path = %self.dead_letters.path().display(),
+            "events whose file cannot be written are in the dead-letter file"
+        );
+        Ok(())
+    }
 }
 
 impl FileWriter {
-    fn write(&mut self, batch: &OutputBatch) -> Result<(), FileOutputError> {
+    /// Appends the batch to its files; returns the events of the files that
+    /// refused them for good.
+    fn write(&mut self, batch: &OutputBatch) -> Result<Vec<RefusedEvent>, FileOutputError> {
         self.buffers.encode(&self.template, batch)?;
+        let mut refused = Vec::new();
         for pending in self.buffers.files() {
-            self.files.append(&pending.path, &pending.lines)?;
+            match self.files.append(&pending.path, &pending.lines) {
+                Ok(()) => {}
+                Err(error) if self.path_faults.blames_events(&error) => {
+                    let reason = error.to_string();
+                    refused.extend(pending.events.iter().map(|&position| RefusedEvent {
+                        position,
+                        reason: reason.clone(),
+                    }));
+                }
+                Err(error) => return Err(error),
+            }
         }
-        Ok(())
+        Ok(refused)
     }
 }
 
@@ -79,7 +165,10 @@ impl Output for FileOutput {
         if batch.is_empty() {
             return Ok(());
         }
-        self.with_writer(move |writer| writer.write(&batch)).await?;
+        // A clone shares the events: the blocking task needs its own handle.
+        let shared = batch.clone();
+        let refused = self.with_writer(move |writer| writer.write(&shared)).await?;
+        self.dead_letter(&batch, refused).await?;
         Ok(())
     }
 
@@ -95,7 +184,7 @@ mod tests {
     use std::path::Path;
 
     use bytes::Bytes;
-    use eventstash_plugin_api::{Event, Format};
+    use eventstash_plugin_api::Format;
 
     use super::*;
     use crate::FileOutputConfig;
@@ -105,13 +194,20 @@ mod tests {
         Event::new(Format::Json, data, kind.into(), id.into(), chrono::Utc::now())
     }
 
+    /// An output whose dead letters, if any, go next to the test's files.
     fn output(template: &Path) -> FileOutput {
+        let dead_letters = template.with_file_name("dead_letter.jsonl");
+        output_with_dead_letters(template, &dead_letters)
+    }
+
+    fn output_with_dead_letters(template: &Path, dead_letters: &Path) -> FileOutput {
         let config = FileOutputConfig {
             path: template.to_str().unwrap().to_owned(),
             sync: true,
             max_open_files: 256,
+            dead_letter_path: Some(dead_letters.to_owned()),
         };
-        config.build().unwrap()
+        config.build_in(&PluginContext::new("main", "file#0")).unwrap()
     }
 
     fn documents(path: &Path) -> Vec<serde_json::Value> {
@@ -178,6 +274,77 @@ mod tests {
         let error = out.write(vec![event("a", "1")].into()).await.unwrap_err();
         let message = error.to_string();
         assert!(message.contains("regular"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn an_event_whose_file_name_is_too_long_is_dead_lettered_and_its_batch_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead_letters = dir.path().join("dlq/file.jsonl");
+        let out = output_with_dead_letters(&dir.path().join("out/%{index}.jsonl"), &dead_letters);
+        let long_kind = "k".repeat(300);
+        let batch = vec![event("a", "1"), event(&long_kind, "2"), event("b", "3")];
+
+        out.write(batch.into())
+            .await
+            .expect("one unstorable event must not fail its batch");
+
+        assert_eq!(documents(&dir.path().join("out/a.jsonl"))[0]["id"], "1");
+        assert_eq!(documents(&dir.path().join("out/b.jsonl"))[0]["id"], "3");
+        let letters = documents(&dead_letters);
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0]["output"], "file#0");
+        assert_eq!(letters[0]["event"]["id"], "2");
+        assert_eq!(letters[0]["event"]["kind"], long_kind.as_str());
+        let reason = letters[0]["reason"].as_str().unwrap();
+        assert!(reason.contains("name too long"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn an_event_whose_directory_is_a_file_is_dead_lettered_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead_letters = dir.path().join("dead_letter.jsonl");
+        let out = output_with_dead_letters(&dir.path().join("%{index}/events.jsonl"), &dead_letters);
+        // A file where the events of kind `taken` need their directory.
+        fs::write(dir.path().join("taken"), "").unwrap();
+        let batch = vec![event("taken", "1"), event("free", "2"), event("taken", "3")];
+
+        out.write(batch.into()).await.unwrap();
+
+        assert_eq!(documents(&dir.path().join("free/events.jsonl")).len(), 1);
+        let letters = documents(&dead_letters);
+        let ids: Vec<_> = letters.iter().map(|letter| letter["event"]["id"].clone()).collect();
+        assert_eq!(ids, ["1", "3"]);
+        let reason = letters[0]["reason"].as_str().unwrap();
+        assert!(reason.contains("taken"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_fails_the_batch_rather_than_dead_lettering() {
+        // `/dev/full` opens like a file and answers every write with ENOSPC.
+        let dir = tempfile::tempdir().unwrap();
+        let dead_letters = dir.path().join("dead_letter.jsonl");
+        let out = output_with_dead_letters(Path::new("/dev/%{kind}"), &dead_letters);
+
+        let error = out.write(vec![event("full", "1")].into()).await.unwrap_err();
+
+        let message = error.to_string();
+        assert!(message.contains("/dev/full"), "{message}");
+        assert!(!dead_letters.exists(), "a disk fault is not the event's fault");
+    }
+
+    #[tokio::test]
+    async fn refused_events_fail_their_batch_when_the_dead_letter_file_cannot_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let regular = dir.path().join("regular");
+        fs::write(&regular, "not a directory").unwrap();
+        let out = output_with_dead_letters(&dir.path().join("%{index}.jsonl"), &regular.join("dlq.jsonl"));
+        let batch = vec![event("a", "1"), event(&"k".repeat(300), "2")];
+
+        let error = out.write(batch.into()).await.expect_err("a refused event was lost");
+
+        let message = error.to_string();
+        assert!(message.contains("could not keep them"), "{message}");
+        assert!(message.contains("dlq.jsonl"), "{message}");
     }
 
     #[tokio::test]

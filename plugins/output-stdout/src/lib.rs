@@ -4,6 +4,11 @@
 //! [`StdoutOutputConfig`] is the TOML table; the [`StdoutOutput`] it builds
 //! writes each batch in one locked write and flushes it. A slow reader makes
 //! the write wait, and that wait is the backpressure the pipeline passes on.
+//!
+//! There is no dead-letter file: no event can be refused on its own. Every
+//! event encodes (its document is built from strings, already-valid JSON
+//! and base64), and what can fail, the write to standard output (a closed
+//! pipe, an I/O error), fails for the whole batch alike.
 #![warn(missing_docs, unreachable_pub)]
 
 mod config;

@@ -144,14 +144,14 @@ impl Plan {
             return self.forward(&request).await;
         }
         let call = self.stats.batch_calls.fetch_add(1, Ordering::Relaxed);
-        if let Some(marker) = &self.refuse_marker {
-            if String::from_utf8_lossy(&request.body).contains(marker.as_str()) {
-                self.stats.refused_calls.fetch_add(1, Ordering::Relaxed);
-                return Ok(error_response(
-                    "ValidationException",
-                    "One or more parameter values were invalid: refused by the test proxy",
-                ));
-            }
+        if let Some(marker) = &self.refuse_marker
+            && String::from_utf8_lossy(&request.body).contains(marker.as_str())
+        {
+            self.stats.refused_calls.fetch_add(1, Ordering::Relaxed);
+            return Ok(error_response(
+                "ValidationException",
+                "One or more parameter values were invalid: refused by the test proxy",
+            ));
         }
         match self.pattern[call % self.pattern.len()] {
             Fault::Pass => self.forward(&request).await,

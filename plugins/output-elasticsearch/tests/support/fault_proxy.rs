@@ -3,9 +3,10 @@
 //! It is not a fake Elasticsearch: every request it lets through is
 //! forwarded to osmem-server and osmem's answer is what the output reads,
 //! except for the faults a real cluster produces under load and that osmem
-//! cannot: whole bulk requests answered 429/503, items throttled with a 429
-//! or refused with a 400 mapping error, and outages during which the port
-//! refuses connections. A throttled or refused item is taken out of the
+//! cannot: whole bulk requests answered 429/503, bulk requests over a size
+//! limit answered 413 (as AWS-hosted clusters answer those over 10 MiB),
+//! items throttled with a 429 or refused with a 400 mapping error, and
+//! outages during which the port refuses connections. A throttled or refused item is taken out of the
 //! request before it is forwarded and its answer put back into osmem's
 //! response at its place, so, as with a real cluster, it is really not
 //! stored: an output that does not send it again loses it.
@@ -40,6 +41,9 @@ pub struct Faults {
     pub throttle_every: usize,
     /// Event ids whose items are refused with a 400 mapping error.
     pub reject_ids: HashSet<String>,
+    /// Bulk requests with a body over this many bytes are answered 413
+    /// without forwarding, like a cluster's `http.max_content_length`.
+    pub max_bulk_bytes: Option<usize>,
 }
 
 /// What the proxy saw and did.
@@ -50,6 +54,10 @@ pub struct Stats {
     pub bulk_requests: AtomicUsize,
     /// Bulk requests answered with an injected error status.
     pub failed_requests: AtomicUsize,
+    /// Bulk requests answered 413 for their size.
+    pub too_large_requests: AtomicUsize,
+    /// The largest bulk body forwarded to the server.
+    pub largest_forwarded: AtomicUsize,
     /// Items seen in requests that are being throttled.
     pub throttle_candidates: AtomicUsize,
     /// Items turned into 429s.
@@ -191,6 +199,10 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
     stats.bulk_requests.fetch_add(1, Ordering::Relaxed);
     let (fail, throttle_every, reject_ids) = {
         let mut faults = shared.faults.lock().unwrap();
+        if faults.max_bulk_bytes.is_some_and(|max| body.len() > max) {
+            stats.too_large_requests.fetch_add(1, Ordering::Relaxed);
+            return Ok(too_large_response());
+        }
         let fail = faults.fail_bulk.pop_front();
         let throttle = (fail.is_none() && faults.throttle_rounds > 0).then(|| {
             faults.throttle_rounds -= 1;
@@ -202,6 +214,7 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
         stats.failed_requests.fetch_add(1, Ordering::Relaxed);
         return Ok(error_response(status));
     }
+    stats.largest_forwarded.fetch_max(body.len(), Ordering::Relaxed);
     // A gzip body is passed through untouched: no item is taken out of it.
     let (body, removed) = if gzip {
         (body, Vec::new())
@@ -250,9 +263,12 @@ fn take_out_items(
         let injected = if id.is_some_and(|id| reject_ids.contains(id)) {
             stats.rejected_items.fetch_add(1, Ordering::Relaxed);
             Some(Injected::Refused)
-        } else if throttle_every
-            .is_some_and(|every| stats.throttle_candidates.fetch_add(1, Ordering::Relaxed) % every == 0)
-        {
+        } else if throttle_every.is_some_and(|every| {
+            stats
+                .throttle_candidates
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(every)
+        }) {
             stats.throttled_items.fetch_add(1, Ordering::Relaxed);
             Some(Injected::Throttled)
         } else {
@@ -308,6 +324,15 @@ fn error_response(status: u16) -> Response<Full<Bytes>> {
         "status": status.as_u16()
     });
     respond(status, Bytes::from(body.to_string()))
+}
+
+/// What a size-limited front end answers: a 413 with a short text body.
+fn too_large_response() -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(StatusCode::PAYLOAD_TOO_LARGE)
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from_static(b"Request Entity Too Large")))
+        .unwrap()
 }
 
 fn respond(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
