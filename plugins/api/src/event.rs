@@ -15,7 +15,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 
 use crate::json_text::{DEFAULT_MAX_JSON_DEPTH, invalid_json, parse_json};
-use crate::kebab::kebab_case;
+use crate::kebab::kebab_case_cached;
 
 /// The `kind` given to events whose producer left it empty.
 const DEFAULT_KIND: &str = "event";
@@ -147,7 +147,7 @@ impl Event {
             id
         };
         Event {
-            index: kebab_case(&kind),
+            index: kebab_case_cached(&kind),
             id,
             kind,
             format,
@@ -257,22 +257,26 @@ impl Serialize for Rfc3339Millis<'_> {
 }
 
 impl std::fmt::Display for Rfc3339Millis<'_> {
-    // Written field by field: this runs for every document, and parsing a
-    // strftime pattern each time showed up in profiles.
+    // Written digit by digit into one buffer: this runs for every document,
+    // and `write!` with padded integers showed up in profiles.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use chrono::{Datelike as _, Timelike as _};
         let t = self.0;
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            t.year(),
-            t.month(),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.timestamp_subsec_millis().min(999)
-        )
+        let mut text = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut value: u32| {
+            for slot in text[at..at + width].iter_mut().rev() {
+                *slot = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, t.year().clamp(0, 9999) as u32);
+        put(5, 2, t.month());
+        put(8, 2, t.day());
+        put(11, 2, t.hour());
+        put(14, 2, t.minute());
+        put(17, 2, t.second());
+        put(20, 3, t.timestamp_subsec_millis().min(999));
+        f.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?)
     }
 }
 
@@ -297,6 +301,14 @@ mod tests {
             document(&event),
             r#"{"index":"contact-address-book","kind":"contact.AddressBook","format":"JSON","data":{"id":"ab-1","people":[]},"id":"json-0","@timestamp":"2026-11-23T09:01:40.000Z"}"#
         );
+    }
+
+    #[test]
+    fn timestamps_have_fixed_width_fields_and_milliseconds() {
+        let at = Utc.with_ymd_and_hms(987, 1, 2, 3, 4, 5).unwrap() + chrono::Duration::milliseconds(7);
+        assert_eq!(Rfc3339Millis(&at).to_string(), "0987-01-02T03:04:05.007Z");
+        let at = Utc.with_ymd_and_hms(2026, 12, 31, 23, 59, 59).unwrap() + chrono::Duration::nanoseconds(999_999_999);
+        assert_eq!(Rfc3339Millis(&at).to_string(), "2026-12-31T23:59:59.999Z");
     }
 
     #[test]
