@@ -7,9 +7,11 @@
 
 use eventstash_filter_protobuf as filter_protobuf;
 use eventstash_input_grpc as input_grpc;
+use eventstash_input_sqs as input_sqs;
 use eventstash_output_dynamodb as output_dynamodb;
 use eventstash_output_elasticsearch as output_elasticsearch;
 use eventstash_output_file as output_file;
+use eventstash_output_sqs as output_sqs;
 use eventstash_output_stdout as output_stdout;
 use eventstash_plugin_api::{Filter, Input, Output, PluginContext};
 use serde::de::DeserializeOwned;
@@ -25,13 +27,14 @@ pub(crate) struct PluginConfigError {
     pub(crate) message: String,
 }
 
-const INPUTS: &[&str] = &[input_grpc::NAME];
+const INPUTS: &[&str] = &[input_grpc::NAME, input_sqs::NAME];
 const FILTERS: &[&str] = &[filter_protobuf::NAME];
 const OUTPUTS: &[&str] = &[
     output_file::NAME,
     output_stdout::NAME,
     output_elasticsearch::NAME,
     output_dynamodb::NAME,
+    output_sqs::NAME,
 ];
 
 /// Builds the input whose `type` is `kind` from the rest of its table.
@@ -39,6 +42,11 @@ pub(crate) fn build_input(kind: &str, table: toml::Table) -> Result<Box<dyn Inpu
     match kind {
         input_grpc::NAME => Ok(Box::new(
             parse::<input_grpc::GrpcInputConfig>(table)?
+                .build()
+                .map_err(build_error)?,
+        )),
+        input_sqs::NAME => Ok(Box::new(
+            parse::<input_sqs::SqsInputConfig>(table)?
                 .build()
                 .map_err(build_error)?,
         )),
@@ -86,6 +94,11 @@ pub(crate) fn build_output(
         )),
         output_dynamodb::NAME => Ok(Box::new(
             parse::<output_dynamodb::DynamoDbOutputConfig>(table)?
+                .build(context)
+                .map_err(build_error)?,
+        )),
+        output_sqs::NAME => Ok(Box::new(
+            parse::<output_sqs::SqsOutputConfig>(table)?
                 .build(context)
                 .map_err(build_error)?,
         )),

@@ -3,6 +3,8 @@
 //! reading what its outputs wrote.
 #![allow(dead_code)]
 
+pub mod sqs;
+
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
