@@ -372,9 +372,8 @@ fn a_missing_queue_stops_the_agent_at_start_and_says_which() {
         .envs(aws_env(&url))
         .output()
         .unwrap();
-    // (The exit status is 1 or 0 by chance: the engine's run loop races an
-    // input's failure against the drain it causes; reported to the lead.)
     let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "an input failure must exit 1:\n{log}");
     assert!(log.contains(&format!("sqs queue {name} does not exist")), "{log}");
     assert!(log.contains("input failed; stopping the agent"), "{log}");
 }
