@@ -96,6 +96,10 @@ pub async fn run(pipelines: Vec<PipelineConfig>) -> std::io::Result<RunOutcome> 
     let mut outcome = RunOutcome::Drained;
     loop {
         tokio::select! {
+            // In this order: an input that fails also ends, so its failure
+            // and "every input has finished" are ready together, and the
+            // failure must win (exit 1, not 0).
+            biased;
             _ = signals.hangup.recv() => {
                 info!(signal = "SIGHUP", "reloading filters");
                 running.iter().for_each(RunningPipeline::reload_filters);

@@ -5,8 +5,10 @@
 //! its first event has waited `batch_delay_ms`, or at once when it holds the
 //! last events of a producer that is now waiting for its acknowledgement —
 //! waiting longer would only delay that producer. Up to `concurrency`
-//! writes run at once. When the queue closes, the driver writes what is left,
-//! waits for its writes and closes the output: that is the drain.
+//! writes run at once; while all of them are busy, what arrives joins the
+//! next batch (group commit: producers that end their streams during one
+//! sync share the next). When the queue closes, the driver writes what is
+//! left, waits for its writes and closes the output: that is the drain.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,7 +67,11 @@ impl PendingWrite {
     }
 
     fn is_ready(&self, settings: &BatchSettings) -> bool {
-        self.flush || self.events >= settings.max_events || self.bytes >= settings.max_bytes
+        self.flush || self.is_full(settings)
+    }
+
+    fn is_full(&self, settings: &BatchSettings) -> bool {
+        self.events >= settings.max_events || self.bytes >= settings.max_bytes
     }
 }
 
@@ -121,6 +127,7 @@ impl OutputDriver {
     pub(crate) async fn run(self, mut queue: QueueReceiver<OutputItem>) {
         let settings = self.settings;
         let mut writes = JoinSet::new();
+        let mut queue_closed = false;
         while let Some(first) = queue.recv().await {
             let mut pending = PendingWrite::new();
             pending.push(first);
@@ -140,8 +147,22 @@ impl OutputDriver {
                     None => break,
                 }
             }
+            // Group commit: what arrives while every write slot is busy (a
+            // sync in progress) joins this batch and shares its sync, instead
+            // of each producer's last events costing a sync of their own.
             while writes.len() >= settings.concurrency {
-                writes.join_next().await;
+                if pending.is_full(&settings) || queue_closed {
+                    writes.join_next().await;
+                    continue;
+                }
+                tokio::select! {
+                    biased;
+                    _ = writes.join_next() => {}
+                    item = queue.recv() => match item {
+                        Some(item) => pending.push(item),
+                        None => queue_closed = true,
+                    },
+                }
             }
             writes.spawn(self.writer.clone().write(pending));
         }
@@ -207,5 +228,100 @@ fn settle(items: Vec<Queued<OutputItem>>, outcome: Result<(), String>) {
                 Err(reason) => ack.failed(reason.clone()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use eventstash_plugin_api::{BoxError, Format, ack_group};
+
+    use super::*;
+    use crate::queue::{QueueLimits, bounded};
+
+    /// An output whose first write blocks until released, recording the
+    /// size of every write.
+    struct SlowFirstWrite {
+        sizes: Mutex<Vec<usize>>,
+        release: tokio::sync::Semaphore,
+    }
+
+    #[async_trait]
+    impl Output for SlowFirstWrite {
+        async fn write(&self, batch: OutputBatch) -> Result<(), BoxError> {
+            let first = {
+                let mut sizes = self.sizes.lock().unwrap();
+                sizes.push(batch.len());
+                sizes.len() == 1
+            };
+            if first {
+                self.release.acquire().await?.forget();
+            }
+            Ok(())
+        }
+    }
+
+    fn item(id: &str) -> (OutputItem, eventstash_plugin_api::AckWait) {
+        let event = Event::new(
+            Format::Json,
+            Bytes::from_static(b"1"),
+            "k".into(),
+            id.into(),
+            chrono::Utc::now(),
+        );
+        let (ack, wait) = ack_group();
+        let item = OutputItem {
+            events: Arc::new(vec![event]),
+            acks: vec![ack],
+            flush: true,
+        };
+        (item, wait)
+    }
+
+    #[tokio::test]
+    async fn producers_that_end_during_a_write_share_the_next_one() {
+        let output = Arc::new(SlowFirstWrite {
+            sizes: Mutex::new(Vec::new()),
+            release: tokio::sync::Semaphore::new(0),
+        });
+        let plugin = OutputPlugin {
+            id: "slow".into(),
+            health: ComponentHealth::default(),
+            output: output.clone(),
+            queue: QueueLimits {
+                max_events: 100,
+                max_bytes: 1 << 20,
+            },
+            batch: BatchSettings {
+                max_events: 100,
+                max_bytes: 1 << 20,
+                delay: Duration::from_secs(60),
+                concurrency: 1,
+            },
+        };
+        let (sender, receiver) = bounded::<OutputItem>(plugin.queue);
+        let driver = tokio::spawn(OutputDriver::new("main", plugin).run(receiver));
+
+        let mut waits = Vec::new();
+        for id in ["a", "b", "c", "d"] {
+            let (item, wait) = item(id);
+            sender.send(item, 1, 10).await.unwrap();
+            waits.push(wait);
+            // Let the driver take it before the next arrives.
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        output.release.add_permits(1);
+        for wait in waits {
+            wait.wait().await.unwrap();
+        }
+        drop(sender);
+        driver.await.unwrap();
+        // "a" alone, then the three that each ended a stream while "a" was
+        // being written, in one write.
+        assert_eq!(*output.sizes.lock().unwrap(), [1, 3]);
     }
 }

@@ -118,10 +118,19 @@ async fn a_record_that_aborts_the_agent_is_set_aside_after_a_few_restarts() {
 
     let mut client = agent.client().await;
     store_ok(&mut client, vec![ping("later")]).await;
-    let ids: Vec<String> = read_documents(&agent.path("events/demo-ping.jsonl"))
-        .iter()
-        .map(|d| d["id"].as_str().unwrap().to_owned())
-        .collect();
+    // Acknowledged once queued: the file catches up a moment later.
+    let stored_ids = || -> Vec<String> {
+        read_documents(&agent.path("events/demo-ping.jsonl"))
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut ids = stored_ids();
+    while !ids.contains(&"later".to_owned()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        ids = stored_ids();
+    }
     assert!(
         ids.contains(&"first".to_owned()) && ids.contains(&"later".to_owned()),
         "{ids:?}"

@@ -83,7 +83,9 @@ fn unknown_plugin_types_list_the_known_ones() {
     let error = error_of("[[inputs]]\ntype = \"kafka\"\n[[outputs]]\ntype = \"stdout\"\n");
     assert_eq!(error.key, "inputs[0].type");
     assert!(
-        error.message.contains("unknown input type \"kafka\" (known: grpc)"),
+        error
+            .message
+            .contains("unknown input type \"kafka\" (known: grpc, sqs)"),
         "{error}"
     );
 }

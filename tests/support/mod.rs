@@ -3,6 +3,11 @@
 //! reading what its outputs wrote.
 #![allow(dead_code)]
 
+pub mod event_store;
+pub mod grpc_limits;
+pub mod security;
+pub mod sqs;
+
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -43,13 +43,30 @@ pub(crate) fn parse_json(data: Bytes, max_depth: usize) -> Payload {
 /// and every `\u` escape is a scalar value or a proper surrogate pair.
 fn is_strict(text: &str, max_depth: usize) -> bool {
     let bytes = text.as_bytes();
+    // The common case in two vectorised passes: too few brackets to nest too
+    // deep (even counting those inside strings), and no `\u` escape at all.
+    let opening = bytes.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    if opening <= max_depth && memchr::memmem::find(bytes, b"\\u").is_none() {
+        return true;
+    }
+    scan_strict(bytes, max_depth)
+}
+
+/// [`is_strict`] the long way: a walk that knows what is inside strings.
+fn scan_strict(bytes: &[u8], max_depth: usize) -> bool {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
         if in_string {
-            match b {
+            // Jump to the next quote or backslash: string bodies are most
+            // of a document.
+            match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
+                Some(offset) => i += offset,
+                None => return true,
+            }
+            match bytes[i] {
                 b'"' => in_string = false,
                 b'\\' if bytes.get(i + 1) == Some(&b'u') => match unicode_escape(bytes, i) {
                     Some(next) => {

@@ -3,6 +3,36 @@
 //! characters, at lower-to-upper case changes, before the last capital of an
 //! acronym (`HTTPServer` → `http-server`) and between letters and digits.
 
+/// Kinds whose index a thread remembers; producers use a handful.
+const CACHED_KINDS: usize = 64;
+/// Longer kinds are not remembered: a cache must not hold megabytes.
+const CACHED_KIND_BYTES: usize = 256;
+
+thread_local! {
+    static INDEXES: std::cell::RefCell<std::collections::HashMap<String, String>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// [`kebab_case`] through a small per-thread cache: every event needs its
+/// index, and a stream almost always repeats a few kinds.
+pub(crate) fn kebab_case_cached(kind: &str) -> String {
+    if kind.len() > CACHED_KIND_BYTES {
+        return kebab_case(kind);
+    }
+    INDEXES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(index) = cache.get(kind) {
+            return index.clone();
+        }
+        if cache.len() >= CACHED_KINDS {
+            cache.clear();
+        }
+        let index = kebab_case(kind);
+        cache.insert(kind.to_owned(), index.clone());
+        index
+    })
+}
+
 /// Returns the kebab-case of `kind`: `contact.AddressBook` → `contact-address-book`.
 pub fn kebab_case(kind: &str) -> String {
     // Called for every event: ASCII kinds (nearly all) skip decoding chars.
@@ -62,7 +92,20 @@ fn kebab_case_ascii(kind: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::kebab_case;
+    use super::*;
+
+    #[test]
+    fn the_cache_agrees_with_the_rules_and_stays_bounded() {
+        for round in 0..3 {
+            for n in 0..(CACHED_KINDS * 2) {
+                let kind = format!("pkg{n}.SomeHTTPKind{round}");
+                assert_eq!(kebab_case_cached(&kind), kebab_case(&kind));
+            }
+            INDEXES.with(|cache| assert!(cache.borrow().len() <= CACHED_KINDS));
+        }
+        let long = "A".repeat(CACHED_KIND_BYTES + 1);
+        assert_eq!(kebab_case_cached(&long), kebab_case(&long));
+    }
 
     #[test]
     fn splits_packages_and_camel_case() {

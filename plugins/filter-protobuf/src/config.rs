@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use crate::filter::{ProtoDecoder, ProtobufFilter};
+use crate::nesting::MaxDepth;
 use crate::proto_set::{ProtoSet, ProtoSetError, ProtoSource};
 
 /// How JSON field names are written.
@@ -34,6 +35,11 @@ pub struct ProtobufFilterConfig {
     /// changes on disk (inotify), not only on SIGHUP.
     #[serde(default)]
     pub watch: bool,
+    /// How deep messages may nest (through `Any`, `Struct`/`Value`,
+    /// recursive messages, groups) before an event is kept undecoded with
+    /// `invalidProto`; 1 to 100. Bounds the decoder's stack, time and memory.
+    #[serde(default = "default_max_depth")]
+    pub max_depth: u32,
 }
 
 fn default_protos() -> String {
@@ -43,11 +49,21 @@ fn default_protos() -> String {
         .unwrap_or_else(|| "protos/**/*.proto".to_owned())
 }
 
+fn default_max_depth() -> u32 {
+    MaxDepth::CEILING
+}
+
 impl ProtobufFilterConfig {
-    /// Compiles the proto files; fails if none match or any does not compile.
+    /// Checks `max_depth` and compiles the proto files; fails if none match
+    /// or any does not compile.
     pub fn build(self) -> Result<ProtobufFilter, ProtoSetError> {
+        let max_depth = MaxDepth::new(self.max_depth).ok_or(ProtoSetError::MaxDepth {
+            value: self.max_depth,
+            ceiling: MaxDepth::CEILING,
+        })?;
         let source = ProtoSource::new(self.protos, self.include)?;
         let set = ProtoSet::load(&source)?;
-        ProtobufFilter::new(ProtoDecoder::new(source, set, self.json_names), self.watch)
+        let decoder = ProtoDecoder::new(source, set, self.json_names, max_depth);
+        ProtobufFilter::new(decoder, self.watch)
     }
 }

@@ -9,6 +9,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::JsonNames;
 use crate::decode::{DecodeError, decode_to_json};
+use crate::nesting::{MaxDepth, NestingWalker};
 use crate::proto_set::{ProtoSet, ProtoSetError, ProtoSource};
 use crate::watch::ProtoWatcher;
 
@@ -23,6 +24,8 @@ pub(crate) struct ProtoDecoder {
     /// The current set; swapped whole by `reload`, read once per batch.
     set: RwLock<Arc<ProtoSet>>,
     options: SerializeOptions,
+    /// Payloads nesting deeper are kept undecoded: the stack stays bounded.
+    max_depth: MaxDepth,
     /// Kinds already warned about since the last reload.
     warned: Mutex<HashSet<String>>,
 }
@@ -36,7 +39,7 @@ impl std::fmt::Debug for ProtoDecoder {
 }
 
 impl ProtoDecoder {
-    pub(crate) fn new(source: ProtoSource, set: ProtoSet, json_names: JsonNames) -> ProtoDecoder {
+    pub(crate) fn new(source: ProtoSource, set: ProtoSet, json_names: JsonNames, max_depth: MaxDepth) -> ProtoDecoder {
         let options = SerializeOptions::new()
             .use_proto_field_name(json_names == JsonNames::Proto)
             .skip_default_fields(true)
@@ -46,6 +49,7 @@ impl ProtoDecoder {
             source,
             set: RwLock::new(Arc::new(set)),
             options,
+            max_depth,
             warned: Mutex::new(HashSet::new()),
         }
     }
@@ -55,11 +59,11 @@ impl ProtoDecoder {
         self.set.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
-    fn decode_event(&self, set: &ProtoSet, event: &mut Event) {
+    fn decode_event(&self, set: &ProtoSet, event: &mut Event, nesting: &mut NestingWalker) {
         let Payload::Protobuf(bytes) = &event.payload else {
             return;
         };
-        match decode_to_json(&set.pool, &event.kind, bytes, &self.options) {
+        match decode_to_json(set, &event.kind, bytes, &self.options, nesting) {
             Ok(json) => event.payload = Payload::Json(json),
             Err(error) => {
                 self.report(&event.kind, &error);
@@ -80,8 +84,9 @@ impl ProtoDecoder {
 
     pub(crate) fn apply(&self, events: &mut [Event]) {
         let set = self.current();
+        let mut nesting = NestingWalker::new(self.max_depth);
         for event in events {
-            self.decode_event(&set, event);
+            self.decode_event(&set, event, &mut nesting);
         }
     }
 

@@ -7,16 +7,21 @@
 //! names its message; its bytes are decoded and written as the proto3
 //! canonical JSON mapping, as protobufjs' `toJSON()` did for HFXEventStash
 //! (enum names, 64-bit integers as strings, bytes as base64, lowerCamelCase
-//! names, default values left out). An event that cannot be decoded is kept
-//! with `invalidProto: true`. `reload` (on SIGHUP) compiles the files again
-//! and swaps the pool only if they compile.
+//! names, default values left out). An event that cannot be decoded, or
+//! whose messages nest deeper than `max_depth` (checked by a walk over its
+//! bytes first, see `nesting`), is kept with `invalidProto: true`. `reload`
+//! (on SIGHUP) compiles the files again and swaps the pool only if they
+//! compile.
 #![warn(missing_docs, unreachable_pub)]
 
 mod config;
 mod decode;
 mod filter;
+mod nesting;
 mod proto_set;
 mod watch;
+mod wire;
+mod wire_schema;
 
 pub use config::{JsonNames, ProtobufFilterConfig};
 pub use filter::ProtobufFilter;

@@ -4,9 +4,19 @@ use std::path::{Component, Path, PathBuf};
 
 use prost_reflect::DescriptorPool;
 
-/// Why the proto files cannot be loaded.
+use crate::wire_schema::WireSchema;
+
+/// Why the filter cannot be built: its settings, or the proto files.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtoSetError {
+    /// `max_depth` is out of range.
+    #[error("`max_depth` = {value} is out of range: use 1 to {ceiling} (the default, prost's own nesting limit)")]
+    MaxDepth {
+        /// The value given.
+        value: u32,
+        /// The highest value accepted.
+        ceiling: u32,
+    },
     /// The `protos` glob is malformed.
     #[error("`protos` = {pattern:?} is not a valid glob: {reason}")]
     BadGlob {
@@ -61,6 +71,8 @@ pub struct ProtoSet {
     pub pool: DescriptorPool,
     /// The files compiled.
     pub files: Vec<PathBuf>,
+    /// The pool's messages indexed for walks over the wire format.
+    pub(crate) schema: WireSchema,
 }
 
 impl ProtoSource {
@@ -128,8 +140,10 @@ impl ProtoSet {
             }
             compiler.open_file(file).map_err(compile_error)?;
         }
+        let pool = compiler.descriptor_pool();
         Ok(ProtoSet {
-            pool: compiler.descriptor_pool(),
+            schema: WireSchema::new(&pool),
+            pool,
             files,
         })
     }
