@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod config;
+mod event_store;
 #[cfg(feature = "fault-injection")]
 mod fault_filter;
 pub mod health;
@@ -21,3 +22,4 @@ pub mod queue_log;
 mod registry;
 mod replay_guard;
 mod sink;
+pub mod store_cli;

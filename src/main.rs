@@ -1,4 +1,5 @@
-//! The `eventstash` command: `run`, `validate` and `healthcheck`.
+//! The `eventstash` command: `run`, `validate`, `healthcheck`, `token`, and
+//! `read` and `replay` for the event store.
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -8,6 +9,8 @@ use clap::{Parser, Subcommand};
 use eventstash::app::{self, RunOutcome};
 use eventstash::config::{self, LogFormat};
 use eventstash::healthcheck;
+use eventstash::store_cli;
+use eventstash_plugin_api::ReplaySelector;
 use tracing::level_filters::LevelFilter;
 
 /// A fast, reliable event forwarding agent: gRPC in (the HFXEventStash
@@ -38,6 +41,53 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// Prints one aggregate's change sets, oldest first, as JSON lines
+    /// (read straight from the pipeline's event store; no agent needed).
+    Read {
+        /// A pipeline file or glob pattern (repeat `-c` for several).
+        #[arg(
+            short = 'c',
+            long = "config",
+            num_args = 1,
+            default_value = "pipelines/event-store.toml"
+        )]
+        config: Vec<String>,
+        /// The `[[event_stores]]` id; default: the only one.
+        #[arg(long)]
+        store: Option<String>,
+        /// The first version to print.
+        #[arg(long, default_value_t = 1)]
+        from_version: u64,
+        /// The aggregate.
+        aggregate_id: String,
+    },
+    /// Prints stored events in time order as JSON lines, each with the
+    /// cursor that resumes after it (read straight from the store).
+    Replay {
+        /// Pipeline files or glob patterns.
+        #[arg(short = 'c', long = "config", num_args = 1.., default_value = "pipelines/event-store.toml")]
+        config: Vec<String>,
+        /// The event store or output id to read; default: the only one that can replay.
+        #[arg(long)]
+        source: Option<String>,
+        #[command(flatten)]
+        selector: ReplaySelectorArgs,
+        /// RFC 3339; the first instant included.
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339; the first instant excluded.
+        #[arg(long)]
+        until: Option<String>,
+        /// Resume after the event this cursor came with.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Events fetched per request to the store.
+        #[arg(long, default_value_t = 500)]
+        page_size: usize,
+        /// Stop after this many events (the last cursor resumes).
+        #[arg(long)]
+        limit: Option<u64>,
+    },
     /// Exits 0 when the agent at ADDR reports SERVING, 1 otherwise.
     Healthcheck {
         /// The agent's gRPC address.
@@ -46,7 +96,46 @@ enum Command {
         /// How long to wait for an answer, in milliseconds.
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
+        /// Connect with TLS, trusting the CA in this PEM file.
+        #[arg(long, env = "EVENTSTASH_TLS_CA")]
+        tls_ca: Option<std::path::PathBuf>,
+        /// Client certificate (PEM) for mutual TLS; needs --tls-key and --tls-ca.
+        #[arg(long, env = "EVENTSTASH_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+        tls_cert: Option<std::path::PathBuf>,
+        /// Client key (PEM) for mutual TLS.
+        #[arg(long, env = "EVENTSTASH_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
+        /// The name the agent's certificate must carry (default: the host of --addr).
+        #[arg(long, env = "EVENTSTASH_TLS_DOMAIN", requires = "tls_ca")]
+        tls_domain: Option<String>,
     },
+    /// Producer tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Reads a token from stdin and prints its SHA-256, the `token_sha256`
+    /// of a `[[producers]]` entry in the gRPC input's tokens file.
+    Hash,
+}
+
+/// Which events `replay` prints: exactly one of these.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct ReplaySelectorArgs {
+    /// Events of this kind (Elasticsearch, the DynamoDB event table).
+    #[arg(long)]
+    kind: Option<String>,
+    /// Change sets of this aggregate type (the event store).
+    #[arg(long)]
+    aggregate_type: Option<String>,
+    /// Events of this `Source` (the DynamoDB event table).
+    #[arg(long)]
+    event_source: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,9 +229,103 @@ fn main() -> ExitCode {
             }
             code
         }
-        Command::Healthcheck { addr, timeout_ms } => {
+        Command::Read {
+            config,
+            store,
+            from_version,
+            aggregate_id,
+        } => {
             init_logging(None);
-            match runtime.block_on(healthcheck::check(&addr, Duration::from_millis(timeout_ms))) {
+            let Some(pipelines) = load_pipelines(&config) else {
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            let stores = pipelines.iter().flat_map(|p| p.event_stores.iter().cloned()).collect();
+            let Some(store) = pick("event store", stores, store.as_deref()) else {
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            match runtime.block_on(store_cli::read(store, &aggregate_id, from_version, &mut out)) {
+                Ok(change_sets) => {
+                    eprintln!("{change_sets} change set(s) of {aggregate_id:?}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => cli_failure(&error),
+            }
+        }
+        Command::Replay {
+            config,
+            source,
+            selector,
+            from,
+            until,
+            cursor,
+            page_size,
+            limit,
+        } => {
+            init_logging(None);
+            let Some(pipelines) = load_pipelines(&config) else {
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            let sources = pipelines
+                .iter()
+                .flat_map(|p| p.replay_sources.iter().cloned())
+                .collect();
+            let Some(source) = pick("replay source", sources, source.as_deref()) else {
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            let selector = match selector {
+                ReplaySelectorArgs { kind: Some(kind), .. } => ReplaySelector::Kind(kind),
+                ReplaySelectorArgs {
+                    aggregate_type: Some(kind),
+                    ..
+                } => ReplaySelector::AggregateType(kind),
+                ReplaySelectorArgs {
+                    event_source: Some(name),
+                    ..
+                } => ReplaySelector::Source(name),
+                _ => unreachable!("clap requires one selector"),
+            };
+            let request = store_cli::ReplayArgs {
+                selector,
+                from,
+                until,
+                cursor,
+                page_size,
+                limit,
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            match runtime.block_on(store_cli::replay(source, request, &mut out)) {
+                Ok(summary) => {
+                    let state = if summary.complete {
+                        "complete"
+                    } else {
+                        "stopped at --limit"
+                    };
+                    eprintln!("{} event(s), {state}", summary.events);
+                    if let Some(cursor) = summary.last_cursor {
+                        eprintln!("resume after the last one with --cursor {cursor}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(error) => cli_failure(&error),
+            }
+        }
+        Command::Healthcheck {
+            addr,
+            timeout_ms,
+            tls_ca,
+            tls_cert,
+            tls_key,
+            tls_domain,
+        } => {
+            init_logging(None);
+            let tls = tls_ca.map(|ca_file| healthcheck::HealthcheckTls {
+                ca_file,
+                client: tls_cert.zip(tls_key),
+                domain: tls_domain,
+            });
+            let timeout = Duration::from_millis(timeout_ms);
+            match runtime.block_on(healthcheck::check(&addr, timeout, tls.as_ref())) {
                 Ok(status) => {
                     println!("{addr}: {}", status.as_str_name());
                     if status == tonic_health::pb::health_check_response::ServingStatus::Serving {
@@ -157,7 +340,79 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Token {
+            command: TokenCommand::Hash,
+        } => match read_token(std::io::stdin().lock()) {
+            Ok(token) => {
+                println!("{}", eventstash_input_grpc::token_sha256(&token));
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
     }
+}
+
+/// The token on stdin: one line, its line break not part of it.
+fn read_token(mut input: impl std::io::Read) -> Result<String, String> {
+    let mut text = String::new();
+    input
+        .read_to_string(&mut text)
+        .map_err(|error| format!("cannot read the token from stdin: {error}"))?;
+    let token = text.strip_suffix('\n').unwrap_or(&text);
+    let token = token.strip_suffix('\r').unwrap_or(token);
+    if token.is_empty() {
+        return Err("no token on stdin: pipe it in, e.g. `printf %s \"$TOKEN\" | eventstash token hash`".to_owned());
+    }
+    if token.contains(['\n', '\r']) {
+        return Err("the token spans several lines; give one token on one line".to_owned());
+    }
+    Ok(token.to_owned())
+}
+
+/// Reports a failed `read` or `replay`: usage errors exit 2, the rest 1.
+fn cli_failure(error: &store_cli::StoreCliError) -> ExitCode {
+    eprintln!("error: {error}");
+    match error {
+        store_cli::StoreCliError::Usage(_) => ExitCode::from(EXIT_CONFIG),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// Loads the pipeline files, or says why not.
+fn load_pipelines(patterns: &[String]) -> Option<Vec<config::PipelineConfig>> {
+    match config::expand_paths(patterns).and_then(|files| config::load_all(&files)) {
+        Ok(pipelines) => Some(pipelines),
+        Err(error) => {
+            eprintln!("error: {error}");
+            None
+        }
+    }
+}
+
+/// The store named `id`, or the only one; says what is wrong otherwise.
+fn pick<T>(what: &str, mut found: Vec<(String, T)>, id: Option<&str>) -> Option<T> {
+    let position = match id {
+        Some(id) => found.iter().position(|(name, _)| name == id),
+        None if found.len() == 1 => Some(0),
+        None => None,
+    };
+    if let Some(position) = position {
+        return Some(found.swap_remove(position).1);
+    }
+    let ids = found.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>();
+    let known = if ids.is_empty() {
+        "none in these pipeline files".to_owned()
+    } else {
+        ids.join(", ")
+    };
+    match id {
+        Some(id) => eprintln!("error: no {what} {id:?} (known: {known})"),
+        None => eprintln!("error: name the {what} to use with its id (known: {known})"),
+    }
+    None
 }
 
 /// Logs go to stderr (stdout belongs to the stdout output), at `LOG_LEVEL`

@@ -396,7 +396,7 @@ async fn apply_filters(
 /// changed, so the second pass redoes nothing. Without this, one event would
 /// fail its whole batch, and a persisted batch would fail again at every
 /// restart.
-fn apply_isolated(filters: &[Arc<dyn Filter>], events: &mut [Event]) {
+pub(crate) fn apply_isolated(filters: &[Arc<dyn Filter>], events: &mut [Event]) {
     for filter in filters {
         if catch_unwind(AssertUnwindSafe(|| filter.apply(events))).is_ok() {
             continue;

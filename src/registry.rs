@@ -4,6 +4,12 @@
 //! `type`; the plugin's own config struct reads the rest of the table and
 //! builds the plugin. Building checks everything that can be checked without
 //! starting (addresses, templates, paths) and starts nothing.
+//!
+//! `[[event_stores]]` tables are matched the same way; an event store and
+//! the outputs that can read back what they wrote are also replay sources,
+//! which a gRPC input serves by id (see `config::build`).
+
+use std::sync::Arc;
 
 use eventstash_filter_protobuf as filter_protobuf;
 use eventstash_input_grpc as input_grpc;
@@ -13,7 +19,7 @@ use eventstash_output_elasticsearch as output_elasticsearch;
 use eventstash_output_file as output_file;
 use eventstash_output_sqs as output_sqs;
 use eventstash_output_stdout as output_stdout;
-use eventstash_plugin_api::{Filter, Input, Output, PluginContext};
+use eventstash_plugin_api::{EventStore, Filter, Input, Output, PluginContext, ReplaySource};
 use serde::de::DeserializeOwned;
 
 use crate::config::value_from_table;
@@ -37,11 +43,44 @@ const OUTPUTS: &[&str] = &[
     output_sqs::NAME,
 ];
 
-/// Builds the input whose `type` is `kind` from the rest of its table.
-pub(crate) fn build_input(kind: &str, table: toml::Table) -> Result<Box<dyn Input>, PluginConfigError> {
+const EVENT_STORES: &[&str] = &[output_dynamodb::NAME];
+
+/// What an input that serves the event store is given: the store for
+/// appends and reads (already behind the pipeline's filters) and the
+/// replay sources by id.
+pub(crate) struct EventStoreWiring {
+    pub(crate) store: Option<Arc<dyn EventStore>>,
+    pub(crate) replay: Vec<(String, Arc<dyn ReplaySource>)>,
+}
+
+/// Builds the input whose `type` is `kind` from the rest of its table. With
+/// `event_store`, the input also serves `hfx.v1.EventStore`.
+pub(crate) fn build_input(
+    kind: &str,
+    table: toml::Table,
+    event_store: Option<EventStoreWiring>,
+) -> Result<Box<dyn Input>, PluginConfigError> {
+    if event_store.is_some() && kind != input_grpc::NAME {
+        return Err(PluginConfigError {
+            key: "event_store".to_owned(),
+            message: format!("only `{}` inputs serve the event store and replay", input_grpc::NAME),
+        });
+    }
     match kind {
-        input_grpc::NAME => Ok(Box::new(
-            parse::<input_grpc::GrpcInputConfig>(table)?
+        input_grpc::NAME => {
+            let input = parse::<input_grpc::GrpcInputConfig>(table)?
+                .build()
+                .map_err(build_error)?;
+            Ok(match event_store {
+                Some(wiring) => Box::new(input.with_event_store(input_grpc::EventStoreBackends {
+                    store: wiring.store,
+                    replay: wiring.replay,
+                })),
+                None => Box::new(input),
+            })
+        }
+        input_sqs::NAME => Ok(Box::new(
+            parse::<input_sqs::SqsInputConfig>(table)?
                 .build()
                 .map_err(build_error)?,
         )),
@@ -103,6 +142,56 @@ pub(crate) fn build_output(
                 .map_err(build_error)?,
         )),
         other => Err(unknown("output", other, OUTPUTS)),
+    }
+}
+
+/// A built event store: it appends and reads, and replays by aggregate type.
+pub(crate) struct BuiltEventStore {
+    pub(crate) store: Arc<dyn EventStore>,
+    pub(crate) replay: Arc<dyn ReplaySource>,
+}
+
+/// Builds the event store whose `type` is `kind` from the rest of its table.
+pub(crate) fn build_event_store(
+    kind: &str,
+    table: toml::Table,
+    context: &PluginContext,
+) -> Result<BuiltEventStore, PluginConfigError> {
+    match kind {
+        output_dynamodb::NAME => {
+            let store = Arc::new(
+                parse::<output_dynamodb::DynamoDbEventStoreConfig>(table)?
+                    .build(context)
+                    .map_err(build_error)?,
+            );
+            Ok(BuiltEventStore {
+                store: store.clone(),
+                replay: store,
+            })
+        }
+        other => Err(unknown("event store", other, EVENT_STORES)),
+    }
+}
+
+/// The replay source of an output whose `type` is `kind`, built from the
+/// same table as the output; `None` for outputs that cannot replay.
+pub(crate) fn build_replay_source(
+    kind: &str,
+    table: &toml::Table,
+    context: &PluginContext,
+) -> Result<Option<Arc<dyn ReplaySource>>, PluginConfigError> {
+    match kind {
+        output_dynamodb::NAME => Ok(Some(Arc::new(
+            parse::<output_dynamodb::DynamoDbOutputConfig>(table.clone())?
+                .build_replay(context)
+                .map_err(build_error)?,
+        ))),
+        output_elasticsearch::NAME => Ok(Some(Arc::new(
+            parse::<output_elasticsearch::ElasticsearchOutputConfig>(table.clone())?
+                .build_replay(context)
+                .map_err(build_error)?,
+        ))),
+        _ => Ok(None),
     }
 }
 

@@ -28,6 +28,10 @@ fn validate_accepts_each_shipped_pipeline() {
     let mut checked = 0;
     for entry in std::fs::read_dir(repo_root().join("pipelines")).unwrap() {
         let file = entry.unwrap().path();
+        // It needs certificates, which tests/security.rs makes before validating it.
+        if file.ends_with("secure.toml") {
+            continue;
+        }
         let relative = file.strip_prefix(repo_root()).unwrap().to_owned();
         let stdout = run_ok(
             Command::new(EVENTSTASH)

@@ -12,6 +12,10 @@
 //! and answers success, doing nothing else — the ceiling the transport
 //! itself sets on this machine, which eventstash's figures are divided by
 //! (`bench/compare`).
+//!
+//! With `--append` it loads `hfx.v1.EventStore/Append` instead (see
+//! [`append_load`]), through the agent or, with `--direct-dynamodb`, with
+//! the same DynamoDB transactions sent straight from this process.
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +26,8 @@ use eventstash_input_grpc::proto::event_stash_server::{EventStash, EventStashSer
 use eventstash_input_grpc::proto::store_event_request::EventFormat;
 use eventstash_input_grpc::proto::{StoreEventRequest, StoreEventResponse};
 use prost::Message as _;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum PayloadFormat {
@@ -64,6 +69,28 @@ struct Args {
     /// generating load (until killed).
     #[arg(long, value_name = "ADDR")]
     serve_bare: Option<std::net::SocketAddr>,
+    /// Connect with TLS, trusting the CA in this PEM file.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The name the agent's certificate must carry (default: the host of --addr).
+    #[arg(long, requires = "tls_ca")]
+    tls_domain: Option<String>,
+    /// Producer token, sent as `authorization: Bearer <token>`.
+    #[arg(long, env = "EVENTSTASH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Load `hfx.v1.EventStore/Append` instead of `StoreEvent`: `--streams`
+    /// clients, each appending one-event change sets to its own aggregate.
+    #[arg(long)]
+    append: bool,
+    /// With --append: appends per second over all clients (0: as fast as
+    /// they go, saturation).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// With --append: send the same DynamoDB transactions straight to this
+    /// endpoint instead (the event store in-process, no agent), to show the
+    /// agent's own overhead. Credentials come from the AWS environment.
+    #[arg(long, value_name = "URL")]
+    direct_dynamodb: Option<String>,
 }
 
 /// The bare server: reads every message of a stream, then says success.
@@ -163,16 +190,23 @@ struct WorkerReport {
     latencies: Vec<Duration>,
 }
 
+/// One stream after another on `channel`, with `authorization` if given.
 async fn worker(
     worker: usize,
-    channel: Channel,
+    (channel, authorization): (Channel, Option<MetadataValue<Ascii>>),
     args: &Args,
     data: Bytes,
     kind: &str,
     format: EventFormat,
     until: Instant,
 ) -> WorkerReport {
-    let mut client = EventStashClient::new(channel)
+    let authorize = move |mut request: tonic::Request<()>| {
+        if let Some(value) = &authorization {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    };
+    let mut client = EventStashClient::with_interceptor(channel, authorize)
         .max_encoding_message_size(64 * 1024 * 1024)
         .max_decoding_message_size(64 * 1024 * 1024);
     let mut report = WorkerReport {
@@ -236,19 +270,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(addr) = args.serve_bare {
         return serve_bare(addr).await;
     }
+    if let (true, Some(url)) = (args.append, &args.direct_dynamodb) {
+        return append_load::direct(&args, url).await;
+    }
     let (data, kind, format) = payload(args.format, args.payload_size);
+    let scheme = if args.tls_ca.is_some() { "https" } else { "http" };
     let uri = if args.addr.contains("://") {
         args.addr.clone()
     } else {
-        format!("http://{}", args.addr)
+        format!("{scheme}://{}", args.addr)
+    };
+    let authorization = match &args.token {
+        Some(token) => Some(format!("Bearer {token}").parse::<MetadataValue<Ascii>>()?),
+        None => None,
     };
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {
-        let endpoint = Endpoint::from_shared(uri.clone())?
+        let mut endpoint = Endpoint::from_shared(uri.clone())?
             .tcp_nodelay(true)
             .initial_stream_window_size(1024 * 1024)
             .initial_connection_window_size(4 * 1024 * 1024);
+        if let Some(ca) = &args.tls_ca {
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca)?));
+            if let Some(domain) = &args.tls_domain {
+                tls = tls.domain_name(domain.clone());
+            }
+            endpoint = endpoint.tls_config(tls)?;
+        }
         channels.push(endpoint.connect().await?);
+    }
+    if args.append {
+        return append_load::through_agent(&args, channels, authorization).await;
     }
     println!(
         "eventstash-loadgen: {} streams x {} events, {:?} payload of {} bytes, {} connection(s), {} s",
@@ -265,7 +317,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = &args;
     let workers = (0..args.streams).map(|n| {
         let channel = channels[n % channels.len()].clone();
-        worker(n, channel, args, data.clone(), kind, format, until)
+        worker(
+            n,
+            (channel, authorization.clone()),
+            args,
+            data.clone(),
+            kind,
+            format,
+            until,
+        )
     });
     let reports = futures::future::join_all(workers).await;
     let elapsed = started.elapsed().as_secs_f64();
@@ -298,4 +358,232 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// `--append`: change sets appended by `--streams` clients, each to its own
+/// aggregate at the version it holds, open loop at `--rate` appends/s (or
+/// closed loop, as fast as they go); the latency of each append.
+mod append_load {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use eventstash_input_grpc::proto::event_store_client::EventStoreClient;
+    use eventstash_input_grpc::proto::store_event_request::EventFormat;
+    use eventstash_input_grpc::proto::{AppendRequest, StoreEventRequest};
+    use eventstash_output_dynamodb::DynamoDbEventStoreConfig;
+    use eventstash_plugin_api::{Event, EventStore, ExpectedVersion, Format, NewChangeSet, PluginContext};
+    use tonic::metadata::{Ascii, MetadataValue};
+    use tonic::transport::Channel;
+
+    use super::{Args, percentile};
+
+    /// What one client measured.
+    #[derive(Default)]
+    struct ClientReport {
+        latencies: Vec<Duration>,
+        errors: u64,
+    }
+
+    /// The event of every change set.
+    const DATA: &[u8] = br#"{"orderId":"o-1","sku":"ab-1","quantity":2,"price":"12.50"}"#;
+
+    /// Appends through the agent's `hfx.v1.EventStore`.
+    pub(super) async fn through_agent(
+        args: &Args,
+        channels: Vec<Channel>,
+        authorization: Option<MetadataValue<Ascii>>,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let run = run_id();
+        println!("append load through the agent at {}: {}", args.addr, describe(args));
+        let reports = clients(args, |n, mut next| {
+            let mut client = EventStoreClient::new(channels[n % channels.len()].clone());
+            let authorization = authorization.clone();
+            let aggregate = format!("lg-{run}-{n}");
+            async move {
+                let mut version = 0i64;
+                let mut report = ClientReport::default();
+                while let Some(at) = next.next().await {
+                    let mut request = tonic::Request::new(AppendRequest {
+                        aggregate_id: aggregate.clone(),
+                        aggregate_type: "loadgen.Order".to_owned(),
+                        expected_version: version,
+                        change_set_id: String::new(),
+                        events: vec![StoreEventRequest {
+                            format: EventFormat::Json as i32,
+                            data: Bytes::from_static(DATA),
+                            kind: "loadgen.OrderLine".to_owned(),
+                            id: String::new(),
+                        }],
+                    });
+                    if let Some(value) = &authorization {
+                        request.metadata_mut().insert("authorization", value.clone());
+                    }
+                    match client.append(request).await {
+                        Ok(response) => {
+                            version = response.get_ref().version;
+                            report.latencies.push(at.elapsed());
+                        }
+                        Err(status) => {
+                            report.errors += 1;
+                            if report.errors <= 3 {
+                                eprintln!("append failed: {:?}: {}", status.code(), status.message());
+                            }
+                        }
+                    }
+                }
+                report
+            }
+        })
+        .await;
+        summarize(args, reports);
+        Ok(())
+    }
+
+    /// Sends the same transactions straight to DynamoDB, in this process.
+    pub(super) async fn direct(args: &Args, url: &str) -> Result<(), Box<dyn std::error::Error>> {
+        let run = run_id();
+        let config: DynamoDbEventStoreConfig = serde_json::from_value(serde_json::json!({
+            "aggregates_table": std::env::var("DYNAMODB_AGGREGATES_TABLE").unwrap_or_else(|_| "aggregates".into()),
+            "change_sets_table": std::env::var("DYNAMODB_CHANGE_SETS_TABLE").unwrap_or_else(|_| "change-sets".into()),
+            "endpoint_url": url,
+            "create_table": true,
+            "request_timeout_ms": 60_000,
+            "retry_timeout_ms": 120_000,
+        }))?;
+        let store: Arc<dyn EventStore> = Arc::new(config.build(&PluginContext::new("loadgen", "direct"))?);
+        store.ready().await?;
+        println!("append load straight to DynamoDB at {url}: {}", describe(args));
+        let reports = clients(args, |n, mut next| {
+            let store = store.clone();
+            let aggregate = format!("lg-{run}-{n}");
+            async move {
+                let mut version = 0u64;
+                let mut report = ClientReport::default();
+                while let Some(at) = next.next().await {
+                    let event = Event::new(
+                        Format::Json,
+                        Bytes::from_static(DATA),
+                        "loadgen.OrderLine".to_owned(),
+                        String::new(),
+                        chrono::Utc::now(),
+                    );
+                    let change_set = NewChangeSet {
+                        aggregate_id: aggregate.clone(),
+                        aggregate_type: "loadgen.Order".to_owned(),
+                        expected: match version {
+                            0 => ExpectedVersion::NoAggregate,
+                            v => ExpectedVersion::Exactly(v),
+                        },
+                        change_set_id: NewChangeSet::new_id(),
+                        events: vec![event],
+                    };
+                    match store.append(change_set).await {
+                        Ok(appended) => {
+                            version = appended.version;
+                            report.latencies.push(at.elapsed());
+                        }
+                        Err(error) => {
+                            report.errors += 1;
+                            if report.errors <= 3 {
+                                eprintln!("append failed: {error}");
+                            }
+                        }
+                    }
+                }
+                report
+            }
+        })
+        .await;
+        summarize(args, reports);
+        Ok(())
+    }
+
+    /// When each client's next append is due: every `interval` (open loop,
+    /// so a slow answer delays the next start but the latency is measured
+    /// from when it was due) or at once (closed loop).
+    struct Schedule {
+        next: Instant,
+        interval: Option<Duration>,
+        until: Instant,
+    }
+
+    impl Schedule {
+        async fn next(&mut self) -> Option<Instant> {
+            let now = Instant::now();
+            if now >= self.until {
+                return None;
+            }
+            let Some(interval) = self.interval else {
+                return Some(now);
+            };
+            let due = self.next;
+            self.next += interval;
+            tokio::time::sleep_until(due.into()).await;
+            Some(due)
+        }
+    }
+
+    async fn clients<F, Fut>(args: &Args, mut client: F) -> Vec<ClientReport>
+    where
+        F: FnMut(usize, Schedule) -> Fut,
+        Fut: Future<Output = ClientReport> + Send + 'static,
+    {
+        let clients = args.streams.max(1);
+        let started = Instant::now();
+        let until = started + Duration::from_secs_f64(args.seconds);
+        let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(clients as f64 / args.rate));
+        let tasks: Vec<_> = (0..clients)
+            .map(|n| {
+                // Spread the clients' starts over one interval.
+                let offset = interval.map_or(Duration::ZERO, |i| i.mul_f64(n as f64 / clients as f64));
+                let schedule = Schedule {
+                    next: started + offset,
+                    interval,
+                    until,
+                };
+                tokio::spawn(client(n, schedule))
+            })
+            .collect();
+        let mut reports = Vec::with_capacity(clients);
+        for task in tasks {
+            reports.push(task.await.unwrap_or_default());
+        }
+        reports
+    }
+
+    fn summarize(args: &Args, reports: Vec<ClientReport>) {
+        let errors: u64 = reports.iter().map(|r| r.errors).sum();
+        let mut latencies: Vec<Duration> = reports.into_iter().flat_map(|r| r.latencies).collect();
+        latencies.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "appends: {} in {:.1} s = {:.1}/s, errors {errors}",
+            latencies.len(),
+            args.seconds,
+            latencies.len() as f64 / args.seconds
+        );
+        println!(
+            "append latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            ms(percentile(&latencies, 0.50)),
+            ms(percentile(&latencies, 0.99)),
+            ms(latencies.last().copied().unwrap_or_default())
+        );
+    }
+
+    fn describe(args: &Args) -> String {
+        let rate = if args.rate > 0.0 {
+            format!("{} appends/s", args.rate)
+        } else {
+            "saturation".to_owned()
+        };
+        format!("{} clients, {rate}, {} s", args.streams, args.seconds)
+    }
+
+    fn run_id() -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    }
 }

@@ -1,5 +1,9 @@
 //! Building a checked pipeline from a parsed file: limits checked, every
 //! plugin built through the registry, each with its context.
+//!
+//! Filters, event stores and outputs are built before the inputs, because
+//! a gRPC input names the event store and the replay stores it serves
+//! (`event_store`, `replay`) by id.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,13 +11,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use eventstash_plugin_api::{ComponentHealth, Filter, Input, Output, PluginContext};
+use eventstash_plugin_api::{ComponentHealth, EventStore, Filter, Input, Output, PluginContext, ReplaySource};
 
 use super::ConfigError;
-use super::file::{AckMode, LogFormat, OUTPUT_SETTING_KEYS, OutputSettings, PipelineFile, QueueType, SyncPolicy};
+use super::file::{
+    AckMode, EVENT_STORE_KEYS, EventStoreSettings, LogFormat, OUTPUT_SETTING_KEYS, OutputSettings, PipelineFile,
+    QueueType, SyncPolicy,
+};
 use super::value::from_value;
+use crate::event_store::FilteredEventStore;
 use crate::queue::QueueLimits;
-use crate::registry;
+use crate::registry::{self, EventStoreWiring};
 
 /// Largest byte bound of a queue: permits are counted in `u32`.
 const MAX_QUEUE_BYTES: u64 = u32::MAX as u64;
@@ -100,6 +108,11 @@ pub struct PipelineConfig {
     pub filters: Vec<FilterPlugin>,
     /// Outputs; every event goes to each.
     pub outputs: Vec<OutputPlugin>,
+    /// Event stores (`[[event_stores]]`) by id, for `eventstash read`.
+    pub event_stores: Vec<(String, Arc<dyn EventStore>)>,
+    /// Stores that can replay what eventstash wrote (event stores and
+    /// outputs) by id, for `eventstash replay`.
+    pub replay_sources: Vec<(String, Arc<dyn ReplaySource>)>,
 }
 
 pub(super) fn build(file: &Path, parsed: PipelineFile) -> Result<PipelineConfig, ConfigError> {
@@ -115,6 +128,7 @@ pub(super) fn build(file: &Path, parsed: PipelineFile) -> Result<PipelineConfig,
         inputs,
         filters,
         outputs,
+        event_stores,
     } = parsed;
     let metrics_bind = match metrics {
         Some(section) => Some(section.bind.parse::<SocketAddr>().map_err(|e| {
@@ -162,14 +176,6 @@ pub(super) fn build(file: &Path, parsed: PipelineFile) -> Result<PipelineConfig,
         ));
     }
 
-    let mut built_inputs = Vec::new();
-    for (index, table) in inputs.into_iter().enumerate() {
-        let section = format!("inputs[{index}]");
-        let (kind, id, rest) = plugin_header(table, index).map_err(|(key, m)| error(format!("{section}.{key}"), m))?;
-        let context = PluginContext::new(&pipeline.id, &id);
-        let input = registry::build_input(&kind, rest).map_err(|e| error(join_key(&section, &e.key), e.message))?;
-        built_inputs.push(InputPlugin { id, context, input });
-    }
     let mut built_filters = Vec::new();
     for (index, table) in filters.into_iter().enumerate() {
         let section = format!("filters[{index}]");
@@ -180,6 +186,21 @@ pub(super) fn build(file: &Path, parsed: PipelineFile) -> Result<PipelineConfig,
             filter: Arc::from(filter),
         });
     }
+    let mut built_stores = Vec::new();
+    let mut replay_sources: Vec<(String, Arc<dyn ReplaySource>)> = Vec::new();
+    for (index, mut table) in event_stores.into_iter().enumerate() {
+        let section = format!("event_stores[{index}]");
+        // Not `type#n`: a `dynamodb` output would have the same id.
+        if !table.contains_key("id") {
+            table.insert("id".to_owned(), toml::Value::String(format!("event_store#{index}")));
+        }
+        let (kind, id, rest) = plugin_header(table, index).map_err(|(key, m)| error(format!("{section}.{key}"), m))?;
+        let context = PluginContext::new(&pipeline.id, &id);
+        let built = registry::build_event_store(&kind, rest, &context)
+            .map_err(|e| error(join_key(&section, &e.key), e.message))?;
+        replay_sources.push((id.clone(), built.replay));
+        built_stores.push((id, built.store));
+    }
     let mut built_outputs = Vec::new();
     for (index, table) in outputs.into_iter().enumerate() {
         let section = format!("outputs[{index}]");
@@ -188,6 +209,17 @@ pub(super) fn build(file: &Path, parsed: PipelineFile) -> Result<PipelineConfig,
         let settings: OutputSettings =
             take_output_settings(&mut rest).map_err(|(key, m)| error(join_key(&section, &key), m))?;
         let context = PluginContext::new(&pipeline.id, &id);
+        if let Some(source) = registry::build_replay_source(&kind, &rest, &context)
+            .map_err(|e| error(join_key(&section, &e.key), e.message))?
+        {
+            if replay_sources.iter().any(|(other, _)| *other == id) {
+                return Err(error(
+                    format!("{section}.id"),
+                    format!("{id:?} is also an event store's id; give each its own"),
+                ));
+            }
+            replay_sources.push((id.clone(), source));
+        }
         let output =
             registry::build_output(&kind, rest, &context).map_err(|e| error(join_key(&section, &e.key), e.message))?;
         let max_events = settings.queue_max_events.unwrap_or(queue.max_events);
@@ -213,6 +245,20 @@ pub(super) fn build(file: &Path, parsed: PipelineFile) -> Result<PipelineConfig,
         });
     }
 
+    let filters: Arc<[Arc<dyn Filter>]> = built_filters.iter().map(|f| f.filter.clone()).collect();
+    let mut built_inputs = Vec::new();
+    for (index, table) in inputs.into_iter().enumerate() {
+        let section = format!("inputs[{index}]");
+        let (kind, id, mut rest) =
+            plugin_header(table, index).map_err(|(key, m)| error(format!("{section}.{key}"), m))?;
+        let backends = event_store_backends(&mut rest, &built_stores, &replay_sources, &filters)
+            .map_err(|(key, m)| error(join_key(&section, &key), m))?;
+        let context = PluginContext::new(&pipeline.id, &id);
+        let input =
+            registry::build_input(&kind, rest, backends).map_err(|e| error(join_key(&section, &e.key), e.message))?;
+        built_inputs.push(InputPlugin { id, context, input });
+    }
+
     Ok(PipelineConfig {
         file: file.to_owned(),
         id: pipeline.id,
@@ -226,7 +272,62 @@ pub(super) fn build(file: &Path, parsed: PipelineFile) -> Result<PipelineConfig,
         inputs: built_inputs,
         filters: built_filters,
         outputs: built_outputs,
+        event_stores: built_stores,
+        replay_sources,
     })
+}
+
+/// Takes `event_store` and `replay` out of an input's table and finds the
+/// stores they name; `None` when the input names none.
+fn event_store_backends(
+    rest: &mut toml::Table,
+    stores: &[(String, Arc<dyn EventStore>)],
+    replay_sources: &[(String, Arc<dyn ReplaySource>)],
+    filters: &Arc<[Arc<dyn Filter>]>,
+) -> Result<Option<EventStoreWiring>, (String, String)> {
+    let mut keys = toml::Table::new();
+    for key in EVENT_STORE_KEYS {
+        if let Some(value) = rest.remove(key) {
+            keys.insert(key.to_owned(), value);
+        }
+    }
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let settings: EventStoreSettings = value_from_table(keys)?;
+    let known = |ids: &mut dyn Iterator<Item = &String>| {
+        let ids: Vec<&str> = ids.map(String::as_str).collect();
+        if ids.is_empty() {
+            "none".to_owned()
+        } else {
+            ids.join(", ")
+        }
+    };
+    let store = match settings.event_store {
+        Some(id) => {
+            let (_, store) = stores.iter().find(|(name, _)| *name == id).ok_or_else(|| {
+                let known = known(&mut stores.iter().map(|(name, _)| name));
+                (
+                    "event_store".to_owned(),
+                    format!("no [[event_stores]] table has id {id:?} (known: {known})"),
+                )
+            })?;
+            Some(Arc::new(FilteredEventStore::new(store.clone(), filters.clone())) as Arc<dyn EventStore>)
+        }
+        None => None,
+    };
+    let mut replay = Vec::with_capacity(settings.replay.len());
+    for (index, id) in settings.replay.into_iter().enumerate() {
+        let (_, source) = replay_sources.iter().find(|(name, _)| *name == id).ok_or_else(|| {
+            let known = known(&mut replay_sources.iter().map(|(name, _)| name));
+            (
+                format!("replay[{index}]"),
+                format!("no event store or output that can replay has id {id:?} (known: {known})"),
+            )
+        })?;
+        replay.push((id, source.clone()));
+    }
+    Ok(Some(EventStoreWiring { store, replay }))
 }
 
 /// Deserializes a plugin's table, for the registry.

@@ -155,6 +155,9 @@ pub(super) struct PipelineFile {
     pub(super) filters: Vec<toml::Table>,
     #[serde(default)]
     pub(super) outputs: Vec<toml::Table>,
+    /// Event stores (`[[event_stores]]`), served by gRPC inputs that name them.
+    #[serde(default)]
+    pub(super) event_stores: Vec<toml::Table>,
 }
 
 /// When the persisted queue syncs to disk. Producers are acknowledged only
@@ -220,3 +223,18 @@ pub(super) const OUTPUT_SETTING_KEYS: [&str; 6] = [
     "queue_max_events",
     "queue_max_bytes",
 ];
+
+/// Keys a `[[inputs]]` table may carry to serve `hfx.v1.EventStore`, read
+/// by the engine: the event store `Append` and `Read` use, and the stores
+/// `Replay` reads, by id (the first is the default).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EventStoreSettings {
+    pub(super) event_store: Option<String>,
+    #[serde(default)]
+    pub(super) replay: Vec<String>,
+}
+
+/// The keys of [`EventStoreSettings`], taken out of an input's table before
+/// the plugin reads the rest.
+pub(super) const EVENT_STORE_KEYS: [&str; 2] = ["event_store", "replay"];

@@ -6,7 +6,9 @@
 //!           crc = CRC32 (crc32fast) of body_len's 4 bytes, then body
 //! body   := seq u64 | count u32 | event * count
 //! event  := format u8 | state u8 | secs i64 | nanos u32
-//!           | id_len u32 | id | kind_len u32 | kind | payload_len u32 | payload
+//!           | id_len u32 | id | kind_len u32 | kind
+//!           | [source_len u32 | source]   (only if state has SOURCE_FLAG)
+//!           | payload_len u32 | payload
 //! ```
 //!
 //! Integers are little-endian. The checksum covers the length too, so a torn
@@ -31,6 +33,10 @@ const BODY_HEADER: usize = 12;
 
 /// The smallest event: format, state, timestamp and three lengths.
 const EVENT_HEADER: usize = 26;
+
+/// Set in `state` when the event has a `source` (its producer), which then
+/// follows `kind`; records written before sources existed never have it.
+const SOURCE_FLAG: u8 = 0x80;
 
 /// Which [`Payload`] variant an event had, so that replay restores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,11 +83,15 @@ fn encode_event(event: &Event, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
         Format::Protobuf => 0,
         Format::Json => 1,
     });
-    buf.push(payload_state(&event.payload) as u8);
+    let source_flag = if event.source.is_some() { SOURCE_FLAG } else { 0 };
+    buf.push(payload_state(&event.payload) as u8 | source_flag);
     buf.extend_from_slice(&event.received_at.timestamp().to_le_bytes());
     buf.extend_from_slice(&event.received_at.timestamp_subsec_nanos().to_le_bytes());
     put_bytes(buf, event.id.as_bytes())?;
     put_bytes(buf, event.kind.as_bytes())?;
+    if let Some(source) = &event.source {
+        put_bytes(buf, source.as_bytes())?;
+    }
     match &event.payload {
         Payload::Json(raw) => put_bytes(buf, raw.get().as_bytes()),
         // A tree has no original bytes: its JSON text parses back into it.
@@ -175,7 +185,9 @@ fn decode_event(reader: &mut ByteReader<'_>) -> Result<Event, String> {
         1 => Format::Json,
         other => return Err(format!("unknown format {other}")),
     };
-    let state = match reader.u8()? {
+    let state = reader.u8()?;
+    let has_source = state & SOURCE_FLAG != 0;
+    let state = match state & !SOURCE_FLAG {
         0 => PayloadState::Json,
         1 => PayloadState::Value,
         2 => PayloadState::InvalidJson,
@@ -189,6 +201,11 @@ fn decode_event(reader: &mut ByteReader<'_>) -> Result<Event, String> {
         DateTime::from_timestamp(secs, nanos).ok_or_else(|| format!("impossible timestamp {secs}.{nanos:09}"))?;
     let id = reader.str()?.to_owned();
     let kind = reader.str()?.to_owned();
+    let source = if has_source {
+        Some(reader.str()?.to_owned())
+    } else {
+        None
+    };
     let data = Bytes::copy_from_slice(reader.bytes()?);
     let payload = match state {
         // Checked when it was received: restored as it was, whatever the
@@ -205,7 +222,9 @@ fn decode_event(reader: &mut ByteReader<'_>) -> Result<Event, String> {
         PayloadState::InvalidJson => Payload::invalid_json(data),
         PayloadState::Protobuf => Payload::Protobuf(data),
     };
-    Ok(Event::with_payload(format, payload, kind, id, received_at))
+    let mut event = Event::with_payload(format, payload, kind, id, received_at);
+    event.source = source;
+    Ok(event)
 }
 
 /// Reads little-endian fields off a slice; running out is an error that
@@ -280,6 +299,19 @@ mod tests {
         assert_eq!(len, buf.len());
         assert_eq!(body_header(body).unwrap(), (42, events.len() as u32));
         assert_same_events(&decode_events(body).unwrap(), &events);
+    }
+
+    #[test]
+    fn the_producer_source_survives_the_record() {
+        let mut events = sample_events();
+        events[0].source = Some("billing".to_owned());
+        let mut buf = Vec::new();
+        encode(3, &events, &mut buf).unwrap();
+        let (body, _) = parse_frame(&buf).unwrap();
+        let decoded = decode_events(body).unwrap();
+        assert_eq!(decoded[0].source.as_deref(), Some("billing"));
+        assert_eq!(decoded[1].source, None);
+        assert_same_events(&decoded, &events);
     }
 
     #[test]

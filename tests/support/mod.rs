@@ -3,6 +3,9 @@
 //! reading what its outputs wrote.
 #![allow(dead_code)]
 
+pub mod event_store;
+pub mod grpc_limits;
+pub mod security;
 pub mod sqs;
 
 use std::fs;

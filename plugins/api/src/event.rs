@@ -121,6 +121,9 @@ pub struct Event {
     pub payload: Payload,
     /// When eventstash received the event; written as `@timestamp`.
     pub received_at: DateTime<Utc>,
+    /// The authenticated producer that sent it (its token's or client
+    /// certificate's name); written as `source` only when known.
+    pub source: Option<String>,
 }
 
 impl Event {
@@ -153,12 +156,18 @@ impl Event {
             format,
             payload,
             received_at,
+            source: None,
         }
     }
 
     /// An estimate of the document's size in bytes, for the queues' bounds.
     pub fn size_estimate(&self) -> usize {
-        DOCUMENT_OVERHEAD + self.id.len() + self.kind.len() + self.index.len() + self.payload.len()
+        DOCUMENT_OVERHEAD
+            + self.id.len()
+            + self.kind.len()
+            + self.index.len()
+            + self.source.as_ref().map_or(0, String::len)
+            + self.payload.len()
     }
 
     /// The `@timestamp` text: RFC 3339 in UTC with milliseconds, as Logstash writes it.
@@ -177,6 +186,7 @@ impl Event {
             "kind" => Cow::Borrowed(self.kind.as_str()),
             "format" => Cow::Borrowed(self.format.as_str()),
             "id" => Cow::Borrowed(self.id.as_str()),
+            "source" => Cow::Borrowed(self.source.as_deref()?),
             "@timestamp" => Cow::Owned(self.timestamp()),
             "data" => return self.data_field(rest),
             _ => return None,
@@ -233,6 +243,9 @@ impl Serialize for Event {
             }
         }
         map.serialize_entry("id", &self.id)?;
+        if let Some(source) = &self.source {
+            map.serialize_entry("source", source)?;
+        }
         map.serialize_entry("@timestamp", &Rfc3339Millis(&self.received_at))?;
         map.end()
     }
@@ -309,6 +322,20 @@ mod tests {
         assert_eq!(Rfc3339Millis(&at).to_string(), "0987-01-02T03:04:05.007Z");
         let at = Utc.with_ymd_and_hms(2026, 12, 31, 23, 59, 59).unwrap() + chrono::Duration::nanoseconds(999_999_999);
         assert_eq!(Rfc3339Millis(&at).to_string(), "2026-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn the_source_follows_the_id_only_when_known() {
+        let data = Bytes::from_static(b"{}");
+        let mut event = Event::new(Format::Json, data, "k".into(), "e1".into(), at());
+        assert!(!document(&event).contains("source"));
+        event.source = Some("billing".into());
+        assert!(
+            document(&event).ends_with(r#""id":"e1","source":"billing","@timestamp":"2026-11-23T09:01:40.000Z"}"#),
+            "{}",
+            document(&event)
+        );
+        assert_eq!(event.field(&["source".to_owned()]).as_deref(), Some("billing"));
     }
 
     #[test]

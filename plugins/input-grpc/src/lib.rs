@@ -8,13 +8,33 @@
 //! full the stream is simply not read, and HTTP/2 flow control pushes back on
 //! the producer. The stream's response, `success: true`, is sent only when
 //! every output has stored every event of the stream.
+//!
+//! Producers may be hostile or broken, so everything they can make the agent
+//! hold has a limit: connections (`max_connections`), streams per connection
+//! (`max_concurrent_streams`), bytes received and not yet queued
+//! (`max_inflight_bytes`, [`inflight`]), the time to say hello
+//! (`handshake_timeout_ms`) and to stay idle (`idle_timeout_ms`, HTTP/2
+//! PINGs). The bound on memory these give is stated in [`config`].
 #![warn(missing_docs, unreachable_pub)]
 
+mod auth;
 mod config;
+mod connection;
+mod error;
+mod event_store;
+mod framing;
+mod inflight;
+mod listener;
+mod open_files;
+mod security;
 mod server;
 mod service;
+mod tls;
 
-pub use config::{GrpcInputConfig, GrpcInputError};
+pub use auth::token_sha256;
+pub use config::{AuthConfig, GrpcInputConfig, TlsConfig};
+pub use error::GrpcInputError;
+pub use event_store::{EventStoreBackends, GrpcInputWithEventStore};
 pub use server::GrpcInput;
 
 /// The plugin's `type` in pipeline files.
@@ -27,4 +47,9 @@ pub mod proto {
 
     /// The encoded descriptors of `hfx/v1/eventstash.proto`, for reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hfx_v1_descriptor.bin"));
+
+    /// The encoded descriptors of `hfx/v1/eventstore.proto` (and its
+    /// import), for reflection where the event store is served.
+    pub const EVENT_STORE_FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/hfx_v1_eventstore_descriptor.bin"));
 }

@@ -1,8 +1,13 @@
 //! The running gRPC server: listens, serves until shutdown, then drains.
 //!
-//! On shutdown the health service turns NOT_SERVING first, then the server
-//! stops accepting connections and streams (HTTP/2 GOAWAY) and waits for the
-//! streams in flight, whose producers still get their acknowledgement.
+//! The services (`hfx.v1.EventStash`, health, reflection) are tonic's; the
+//! accept loop ([`crate::listener`]) and each connection
+//! ([`crate::connection`]) are ours, so that connections, handshakes, idle
+//! time and bytes in flight all have limits.
+//!
+//! On shutdown the health service turns NOT_SERVING first, then the
+//! listener closes and every connection gets a GOAWAY; the streams in
+//! flight finish and their producers still get their acknowledgement.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,26 +16,28 @@ use std::time::Duration;
 use async_trait::async_trait;
 use eventstash_plugin_api::{BoxError, EventSink, Input, InputContext};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
+use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_reflection::server::v1::{ServerReflection, ServerReflectionServer};
 use tonic_reflection::server::v1alpha;
 use tracing::info;
 
-use crate::config::GrpcInputError;
+use crate::config::Limits;
+use crate::connection::ConnectionContext;
+use crate::error::GrpcInputError;
+use crate::event_store::{EventStoreBackends, ServeContext};
+use crate::inflight::InflightBudget;
+use crate::listener::accept_connections;
+use crate::open_files::raise_open_file_limit;
 use crate::proto;
 use crate::proto::event_stash_server::EventStashServer;
+use crate::security::Security;
 use crate::service::{EventStashService, StreamMetrics};
 
-/// HTTP/2 flow-control windows. Larger than the 64 KiB default so a producer
-/// streaming small events is not stalled every few hundred events, yet small
-/// enough that a stalled stream buffers little.
-const STREAM_WINDOW: u32 = 1024 * 1024;
-const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
-
-/// How long idle connections may take to close after the last stream.
+/// How long connections may take to close after the last stream, before
+/// they are dropped.
 const IDLE_CONNECTION_GRACE: Duration = Duration::from_millis(500);
 
 /// A checked, not yet listening, gRPC input.
@@ -38,10 +45,10 @@ const IDLE_CONNECTION_GRACE: Duration = Duration::from_millis(500);
 pub struct GrpcInput {
     /// Where to listen.
     pub(crate) addr: SocketAddr,
-    /// Largest accepted message, in bytes.
-    pub(crate) max_message_size: usize,
-    /// Most events in one pipeline batch.
-    pub(crate) max_batch_events: usize,
+    /// Sizes, counts and timeouts.
+    pub(crate) limits: Limits,
+    /// TLS and producer authentication.
+    pub(crate) security: Security,
 }
 
 impl GrpcInput {
@@ -54,14 +61,27 @@ impl GrpcInput {
 #[async_trait]
 impl Input for GrpcInput {
     async fn run(self: Box<Self>, ctx: InputContext) -> Result<(), BoxError> {
-        let addr = self.addr;
+        self.serve(ctx, None).await
+    }
+}
+
+impl GrpcInput {
+    /// Serves `hfx.v1.EventStash`, and `hfx.v1.EventStore` if given, until
+    /// shutdown, then drains.
+    pub(crate) async fn serve(
+        self,
+        ctx: InputContext,
+        event_store: Option<EventStoreBackends>,
+    ) -> Result<(), BoxError> {
+        let GrpcInput { addr, limits, security } = self;
+        raise_open_file_limit(limits.max_connections);
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| GrpcInputError::Listen { addr, source })?;
         let (health, health_service) = tonic_health::server::health_reporter();
         let reporting = tokio::spawn(report_health(health.clone(), ctx.serving.clone()));
 
-        let max_batch_events = self.max_batch_events.min(ctx.sink.max_batch_events()).max(1);
+        let max_batch_events = limits.max_batch_events.min(ctx.sink.max_batch_events()).max(1);
         // The service holds the sink weakly, so that returning from here
         // closes the pipeline queue even if a connection task lingers.
         let sink: Arc<dyn EventSink> = Arc::from(ctx.sink);
@@ -69,16 +89,56 @@ impl Input for GrpcInput {
         let service = EventStashService::new(
             Arc::downgrade(&sink),
             max_batch_events,
+            limits.max_held_stream_bytes(),
             streams.clone(),
             StreamMetrics::new(&ctx.context),
         );
-        let event_stash = EventStashServer::new(service).max_decoding_message_size(self.max_message_size);
+        let event_stash = EventStashServer::new(service).max_decoding_message_size(limits.max_message_size);
+        let (reflection, reflection_v1alpha) = reflection_services(event_store.is_some())?;
+        let mut routes = Routes::new(health_service)
+            .add_service(reflection)
+            .add_service(reflection_v1alpha)
+            .add_service(event_stash);
+        if let Some(backends) = event_store {
+            let serving = ServeContext {
+                sink: &sink,
+                appends: &streams,
+                health: &health,
+                serving: &ctx.serving,
+                shutdown: &ctx.shutdown,
+                max_message_size: limits.max_message_size,
+            };
+            routes = backends.serve_on(routes, serving);
+        }
+        let routes = routes.prepare();
 
+        let closing = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let budget = InflightBudget::new(&limits, &ctx.context);
+        let context = Arc::new(ConnectionContext::new(
+            &limits,
+            routes,
+            budget,
+            closing.clone(),
+            abort.clone(),
+            security.clone(),
+        ));
         let input = ctx.context.plugin.clone();
-        info!(%input, %addr, "gRPC input listening");
-        let shutdown = ctx.shutdown.clone();
-        let stop_serving = async move {
-            shutdown.cancelled().await;
+        info!(%input, %addr, max_connections = limits.max_connections, max_inflight_bytes = limits.max_inflight_bytes, "gRPC input listening");
+        security.start(addr, ctx.shutdown.clone());
+
+        let connections = TaskTracker::new();
+        let stop_accepting = CancellationToken::new();
+        let accepting = accept_connections(
+            listener,
+            addr,
+            limits.max_connections,
+            context,
+            &connections,
+            stop_accepting.clone(),
+        );
+        let stop = async {
+            ctx.shutdown.cancelled().await;
             // Tell load balancers and `eventstash healthcheck` first, before
             // the listener closes.
             reporting.abort();
@@ -86,30 +146,24 @@ impl Input for GrpcInput {
                 health.set_service_status(service, ServingStatus::NotServing).await;
             }
             info!(%addr, "gRPC input stops accepting streams; finishing those in flight");
+            stop_accepting.cancel();
+            closing.cancel();
         };
-        // Small acks must not wait for Nagle's algorithm (40 ms stalls).
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let (reflection, reflection_v1alpha) = reflection_services()?;
-        let serve = Server::builder()
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(reflection_v1alpha)
-            .add_service(event_stash)
-            .serve_with_incoming_shutdown(incoming, stop_serving);
+        tokio::join!(accepting, stop);
+
         // A graceful HTTP/2 close waits for every client to answer the
         // GOAWAY; a frozen client must not hold up the drain. Once every
-        // stream in flight has finished, idle connections get a short grace.
-        let streams_finished = async {
-            ctx.shutdown.cancelled().await;
-            streams.close();
-            streams.wait().await;
-            tokio::time::sleep(IDLE_CONNECTION_GRACE).await;
-        };
-        tokio::select! {
-            served = serve => served.map_err(|source| GrpcInputError::Serve { addr, source })?,
-            () = streams_finished => info!(%addr, "closing idle client connections"),
+        // stream in flight has finished, connections get a short grace.
+        streams.close();
+        streams.wait().await;
+        connections.close();
+        if tokio::time::timeout(IDLE_CONNECTION_GRACE, connections.wait())
+            .await
+            .is_err()
+        {
+            info!(%addr, "closing idle client connections");
+            abort.cancel();
+            connections.wait().await;
         }
         drop(sink);
         info!(%input, %addr, "gRPC input stopped");
@@ -119,7 +173,9 @@ impl Input for GrpcInput {
 
 /// Server reflection (v1 and v1alpha, for older grpcurl) over the service
 /// and health protos, so clients need no proto file to explore the server.
-fn reflection_services() -> Result<
+fn reflection_services(
+    event_store: bool,
+) -> Result<
     (
         ServerReflectionServer<impl ServerReflection>,
         v1alpha::ServerReflectionServer<impl v1alpha::ServerReflection>,
@@ -130,6 +186,11 @@ fn reflection_services() -> Result<
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(if event_store {
+                proto::EVENT_STORE_FILE_DESCRIPTOR_SET
+            } else {
+                &[]
+            })
     };
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }

@@ -123,6 +123,7 @@ fn stored_document(body: &str) -> Option<Event> {
         format,
         payload,
         received_at,
+        source: None,
     })
 }
 
@@ -147,6 +148,7 @@ fn gateway_message(message: Received<'_>) -> Option<Event> {
         format: Format::Json,
         payload: Payload::decode(Format::Json, Bytes::copy_from_slice(message.body.as_bytes())),
         received_at: parse_time(&gateway.timestamp).unwrap_or(message.sent_at),
+        source: None,
     })
 }
 
@@ -167,6 +169,7 @@ fn unknown(message: Received<'_>) -> Event {
             raw: None,
         },
         received_at: message.sent_at,
+        source: None,
     }
 }
 

@@ -9,6 +9,10 @@
 //! metadata, refreshed before they expire. The SDK's own retries are off:
 //! the writer retries with the shared backoff, so every attempt shows in
 //! the logs and metrics and none is hidden inside a request.
+//!
+//! With `ca_file`, HTTPS endpoints are trusted if signed by the system's
+//! roots or by a CA of that file (a private CA in front of a local or
+//! on-premises endpoint); the SDK's own rustls client does the TLS.
 
 use std::fmt;
 use std::time::Duration;
@@ -19,7 +23,10 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::{Credentials, Region};
-use tracing::info;
+use aws_smithy_http_client::tls;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
+use tracing::{error, info};
 
 /// The region used when neither the options nor the chain name one.
 const FALLBACK_REGION: &str = "us-east-1";
@@ -40,6 +47,8 @@ pub(crate) struct ConnectionSettings {
     pub(crate) request_timeout: Duration,
     /// Create the table if it is missing.
     pub(crate) create_table: bool,
+    /// PEM certificates of CAs trusted besides the system's (`ca_file`).
+    pub(crate) ca_pem: Option<Vec<u8>>,
 }
 
 /// Credentials written in the pipeline file.
@@ -56,6 +65,59 @@ impl fmt::Debug for StaticCredentials {
             .field("access_key_id", &self.access_key_id)
             .finish_non_exhaustive()
     }
+}
+
+/// The connection options as a pipeline table writes them, shared by the
+/// output and the event store.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionOptions<'a> {
+    pub(crate) table: &'a str,
+    pub(crate) region: &'a str,
+    pub(crate) endpoint_url: &'a str,
+    pub(crate) access_key_id: &'a str,
+    pub(crate) secret_access_key: &'a str,
+    pub(crate) session_token: &'a str,
+    pub(crate) request_timeout_ms: u64,
+    pub(crate) create_table: bool,
+}
+
+impl ConnectionOptions<'_> {
+    /// Checks the options; an error names the key and the problem.
+    pub(crate) fn check(self) -> Result<ConnectionSettings, (&'static str, &'static str)> {
+        let url = self.endpoint_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err((
+                "endpoint_url",
+                "must start with http:// or https:// (or be empty for the AWS default)",
+            ));
+        }
+        if self.access_key_id.is_empty() != self.secret_access_key.is_empty() {
+            return Err((
+                "access_key_id",
+                "and `secret_access_key` go together: set both, or neither to use the AWS chain",
+            ));
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(("request_timeout_ms", "must be at least 1"));
+        }
+        Ok(ConnectionSettings {
+            table: self.table.to_owned(),
+            region: non_empty(self.region),
+            endpoint_url: non_empty(self.endpoint_url),
+            static_credentials: non_empty(self.access_key_id).map(|access_key_id| StaticCredentials {
+                access_key_id,
+                secret_access_key: self.secret_access_key.to_owned(),
+                session_token: non_empty(self.session_token),
+            }),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            create_table: self.create_table,
+            ca_pem: None,
+        })
+    }
+}
+
+fn non_empty(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_owned())
 }
 
 /// Builds the client. Resolving the region may ask instance metadata; no
@@ -75,6 +137,21 @@ pub(crate) async fn connect(settings: &ConnectionSettings, plugin: &str) -> Clie
     if let Some(url) = &settings.endpoint_url {
         loader = loader.endpoint_url(url);
     }
+    if let Some(pem) = &settings.ca_pem {
+        match tls::TlsContext::builder()
+            .with_trust_store(tls::TrustStore::default().with_pem_certificate(pem.clone()))
+            .build()
+        {
+            Ok(context) => {
+                let client = aws_smithy_http_client::Builder::new()
+                    .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+                    .tls_context(context)
+                    .build_https();
+                loader = loader.http_client(client);
+            }
+            Err(reason) => error!(output = plugin, %reason, "cannot use `ca_file`; trusting the system's CAs only"),
+        }
+    }
     if let Some(credentials) = &settings.static_credentials {
         loader = loader.credentials_provider(Credentials::new(
             &credentials.access_key_id,
@@ -93,4 +170,16 @@ pub(crate) async fn connect(settings: &ConnectionSettings, plugin: &str) -> Clie
         "dynamodb output connecting"
     );
     Client::new(&config)
+}
+
+/// Reads `ca_file`: PEM text holding at least one certificate.
+pub(crate) fn read_ca_file(path: &str) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|error| format!("cannot read it: {error}"))?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("not PEM certificates: {error}"))?;
+    if certificates.is_empty() {
+        return Err("holds no PEM `CERTIFICATE`".to_owned());
+    }
+    Ok(pem)
 }

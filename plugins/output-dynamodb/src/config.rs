@@ -12,7 +12,7 @@ use std::time::Duration;
 use eventstash_plugin_api::{Backoff, DeadLetterFile, FieldTemplate, PluginContext};
 use serde::Deserialize;
 
-use crate::client::{ConnectionSettings, StaticCredentials};
+use crate::client::{ConnectionOptions, ConnectionSettings, read_ca_file};
 use crate::error::DynamoDbOutputError;
 use crate::item::{BUILT_IN_ATTRIBUTES, ItemSchema, KeyTemplate};
 use crate::sink::{DynamoDbOutput, WriteSettings};
@@ -45,6 +45,10 @@ pub struct DynamoDbOutputConfig {
     /// The session token of temporary static credentials.
     #[serde(default)]
     pub session_token: String,
+    /// PEM file of CAs trusted for an `https://` endpoint besides the
+    /// system's (a private CA). Empty: the system's only.
+    #[serde(default)]
+    pub ca_file: String,
     /// The partition key: attribute name and the template of its value.
     #[serde(default = "defaults::partition_key")]
     pub partition_key: KeyConfig,
@@ -52,7 +56,8 @@ pub struct DynamoDbOutputConfig {
     #[serde(default = "defaults::sort_key")]
     pub sort_key: KeyConfig,
     /// The template of the `Source` attribute (the key of `Source-Index`).
-    /// Unset: the pipeline's id, so each pipeline is one source.
+    /// Unset: the authenticated producer of the event (`source` in its
+    /// document), else the pipeline's id, so each pipeline is one source.
     #[serde(default)]
     pub source: Option<String>,
     /// More string attributes: name → template, such as
@@ -91,6 +96,7 @@ impl std::fmt::Debug for DynamoDbOutputConfig {
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &redacted(&self.secret_access_key))
             .field("session_token", &redacted(&self.session_token))
+            .field("ca_file", &self.ca_file)
             .field("partition_key", &self.partition_key)
             .field("sort_key", &self.sort_key)
             .field("source", &self.source)
@@ -208,35 +214,27 @@ impl DynamoDbOutputConfig {
         })
     }
 
-    fn connection_settings(&self) -> Result<ConnectionSettings, DynamoDbOutputError> {
-        let url = &self.endpoint_url;
-        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(invalid(
-                "endpoint_url",
-                "must start with http:// or https:// (or be empty for the AWS default)",
-            ));
-        }
-        if self.access_key_id.is_empty() != self.secret_access_key.is_empty() {
-            return Err(invalid(
-                "access_key_id",
-                "and `secret_access_key` go together: set both, or neither to use the AWS chain",
-            ));
-        }
-        if self.request_timeout_ms == 0 {
-            return Err(invalid("request_timeout_ms", "must be at least 1"));
-        }
-        Ok(ConnectionSettings {
-            table: self.table.clone(),
-            region: non_empty(&self.region),
-            endpoint_url: non_empty(&self.endpoint_url),
-            static_credentials: non_empty(&self.access_key_id).map(|access_key_id| StaticCredentials {
-                access_key_id,
-                secret_access_key: self.secret_access_key.clone(),
-                session_token: non_empty(&self.session_token),
-            }),
-            request_timeout: Duration::from_millis(self.request_timeout_ms),
+    pub(crate) fn connection_settings(&self) -> Result<ConnectionSettings, DynamoDbOutputError> {
+        let mut settings = ConnectionOptions {
+            table: &self.table,
+            region: &self.region,
+            endpoint_url: &self.endpoint_url,
+            access_key_id: &self.access_key_id,
+            secret_access_key: &self.secret_access_key,
+            session_token: &self.session_token,
+            request_timeout_ms: self.request_timeout_ms,
             create_table: self.create_table,
-        })
+        }
+        .check()
+        .map_err(|(key, problem)| invalid(key, problem))?;
+        if !self.ca_file.is_empty() {
+            let pem = read_ca_file(&self.ca_file).map_err(|reason| DynamoDbOutputError::CaFile {
+                path: self.ca_file.clone(),
+                reason,
+            })?;
+            settings.ca_pem = Some(pem);
+        }
+        Ok(settings)
     }
 
     fn write_settings(&self) -> Result<WriteSettings, DynamoDbOutputError> {
@@ -263,7 +261,7 @@ impl DynamoDbOutputConfig {
 }
 
 /// DynamoDB's rule for table names: 3 to 255 of `a-z A-Z 0-9 _ - .`.
-fn check_table_name(table: &str) -> Result<(), DynamoDbOutputError> {
+pub(crate) fn check_table_name(table: &str) -> Result<(), DynamoDbOutputError> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
     if !(3..=255).contains(&table.len()) || !table.chars().all(allowed) {
         return Err(invalid(
@@ -298,10 +296,6 @@ fn invalid(key: impl Into<String>, problem: &'static str) -> DynamoDbOutputError
     }
 }
 
-fn non_empty(text: &str) -> Option<String> {
-    (!text.is_empty()).then(|| text.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +320,38 @@ mod tests {
         assert_eq!(config.max_batches_in_flight, 4);
         assert!(config.build(&ctx()).is_ok());
     }
+
+    #[test]
+    fn a_ca_file_must_hold_pem_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        let with_ca = |path: &std::path::Path| parse(&format!(r#"{{"ca_file": {:?}}}"#, path.display().to_string()));
+        let missing = with_ca(&path).build(&ctx()).unwrap_err().to_string();
+        assert!(
+            missing.starts_with("dynamodb option `ca_file` = ") && missing.contains("cannot read it"),
+            "{missing}"
+        );
+        std::fs::write(&path, "no certificate here").unwrap();
+        let empty = with_ca(&path).build(&ctx()).unwrap_err().to_string();
+        assert!(empty.ends_with("holds no PEM `CERTIFICATE`"), "{empty}");
+        // A CA certificate made once with tests/certs/make-test-ca.
+        std::fs::write(&path, TEST_CA).unwrap();
+        let settings = with_ca(&path).connection_settings().unwrap();
+        assert_eq!(settings.ca_pem.as_deref(), Some(TEST_CA.as_bytes()));
+    }
+
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBnjCCAUWgAwIBAgIUJ3cVWMSB0nQrJNPrrHQNanNp+QkwCgYIKoZIzj0EAwIw
+HTEbMBkGA1UEAwwSZXZlbnRzdGFzaCB0ZXN0IENBMB4XDTI2MTEyNTIwNDg1NloX
+DTI3MTEyNTIwNDg1NlowHTEbMBkGA1UEAwwSZXZlbnRzdGFzaCB0ZXN0IENBMFkw
+EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEVq97uiMikInHRsGZ1r/Zc1dDTzSZG5xe
+blae2BYqFb8F6e7dUynEC4WZD4NMGkOvLy2D08ynWl39HesEZyAqM6NjMGEwHQYD
+VR0OBBYEFICSfaeR5GuEqpRUF1wKJTDboET1MB8GA1UdIwQYMBaAFICSfaeR5GuE
+qpRUF1wKJTDboET1MA8GA1UdEwEB/wQFMAMBAf8wDgYDVR0PAQH/BAQDAgEGMAoG
+CCqGSM49BAMCA0cAMEQCICqresW9cIncKkbElFi0wrzfu/c8KaH5giIaDBlnjhyK
+AiA/1+6nvCAbhhgnFM8JjXNP94dIyVcly1GAKVY5qzLGGg==
+-----END CERTIFICATE-----
+";
 
     #[test]
     fn a_pipeline_table_reads_as_written() {

@@ -20,6 +20,23 @@ pub enum DynamoDbOutputError {
         /// What is wrong with its value.
         problem: &'static str,
     },
+    /// An option of a `type = "dynamodb"` event store or replay table has
+    /// a value the store cannot work with.
+    #[error("dynamodb event store option `{key}` {problem}")]
+    InvalidStoreOption {
+        /// The option's key in the pipeline file (`change_sets_table`).
+        key: String,
+        /// What is wrong with its value.
+        problem: &'static str,
+    },
+    /// `ca_file` cannot be read or holds no PEM certificate.
+    #[error("dynamodb option `ca_file` = {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A template option does not parse.
     #[error("dynamodb output option `{key}`: {error}")]
     Template {

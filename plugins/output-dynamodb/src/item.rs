@@ -7,7 +7,7 @@
 //! | partition key (`RequestId`) | its template, default the event id |
 //! | sort key (`Timestamp`) | its template, default `@timestamp` |
 //! | `Id`, `Type` | the event's id and kind |
-//! | `Source` | the `source` template, default the pipeline id; left out when empty |
+//! | `Source` | the `source` template, default the event's authenticated producer, else the pipeline id; left out when empty |
 //! | `Data` | the decoded data as a native map, list or scalar |
 //! | `Plain`, `Raw`, `InvalidJson`, `InvalidProto` | payloads that are not JSON data, as in the document |
 //! | `attributes` | one string per extra template |
@@ -128,7 +128,7 @@ impl ItemSchema {
         attributes.put(TYPE, attribute_value::string(event.kind.clone()));
         let source = match &self.source {
             Some(template) => template.render(event),
-            None => self.default_source.clone(),
+            None => event.source.clone().unwrap_or_else(|| self.default_source.clone()),
         };
         // An empty string cannot be an index key: such items simply stay
         // out of `Source-Index`.
@@ -303,6 +303,15 @@ mod tests {
         assert_eq!(stored["InvalidJson"], AttributeValue::Bool(true));
         assert_eq!(stored["Source"], s("main"));
         assert!(!stored.contains_key("Data"));
+
+        let mut produced = event(Format::Json, b"{}");
+        produced.source = Some("billing-producer".into());
+        let item = schema.item(&produced).unwrap();
+        assert_eq!(
+            attributes(&item)["Source"],
+            s("billing-producer"),
+            "the producer beats the pipeline id"
+        );
 
         let item = schema.item(&event(Format::Protobuf, &[10, 1, 97])).unwrap();
         let stored = attributes(&item);

@@ -17,20 +17,31 @@
 //! request DynamoDB refuses as invalid (`ValidationException`, say for an
 //! empty value of an index key) is sent again item by item, so that only
 //! the refused items are dead-lettered (`dead_letter_path`).
+//!
+//! The crate also holds the DynamoDB side of the event store:
+//! [`DynamoDbEventStoreConfig`] builds a [`DynamoDbEventStore`] (aggregates
+//! and change sets, appended in one transaction; see [`event_store`]), and
+//! both it and the output's table replay stored events in time order
+//! through their indexes ([`DynamoDbEventTableReplay`]; see [`replay`]).
 #![warn(missing_docs, unreachable_pub)]
 
+mod attribute_json;
 mod attribute_value;
 mod batch_write;
 mod client;
 mod config;
 mod error;
+pub mod event_store;
 mod item;
+pub mod replay;
 mod retry;
 mod sink;
 mod table;
 
 pub use config::{DynamoDbOutputConfig, KeyConfig};
 pub use error::DynamoDbOutputError;
+pub use event_store::{DynamoDbEventStore, DynamoDbEventStoreConfig};
+pub use replay::DynamoDbEventTableReplay;
 pub use sink::DynamoDbOutput;
 
 /// The `type` that selects this output in a pipeline file.

@@ -111,7 +111,7 @@ impl Cluster {
         }
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -128,7 +128,7 @@ impl Cluster {
 }
 
 /// A failure from a response with an unsuccessful status.
-async fn status_failure(response: Response) -> RequestFailure {
+pub(crate) async fn status_failure(response: Response) -> RequestFailure {
     let status = response.status_code();
     let url = response.url().clone();
     let body = response.bytes().await.unwrap_or_default();

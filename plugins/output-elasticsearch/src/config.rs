@@ -111,7 +111,7 @@ impl ElasticsearchOutputConfig {
     /// an empty optional value is unset (`user = "${ES_USER:}"`), and a
     /// `hosts` entry may list several URLs separated by commas
     /// (`hosts = ["${ES_HOSTS}"]`).
-    fn normalized(mut self) -> ElasticsearchOutputConfig {
+    pub(crate) fn normalized(mut self) -> ElasticsearchOutputConfig {
         fn unset_if_empty<T: AsRef<std::ffi::OsStr>>(value: &mut Option<T>) {
             if value.as_ref().is_some_and(|v| v.as_ref().is_empty()) {
                 *value = None;
@@ -143,13 +143,7 @@ impl ElasticsearchOutputConfig {
         let template = self.index_template()?;
         let backoff = self.backoff()?;
         let dead_letters = DeadLetterFile::for_output(self.dead_letter_path.as_deref(), ctx);
-        let cluster = Cluster::new(ClusterSettings {
-            hosts: self.host_urls()?,
-            credentials: self.credentials()?,
-            certificates: self.certificate_validation()?,
-            gzip: self.gzip,
-            timeout: positive_millis("request_timeout_ms", self.request_timeout_ms)?,
-        })?;
+        let cluster = Cluster::new(self.cluster_settings()?)?;
         Ok(ElasticsearchOutput::new(
             ctx,
             cluster,
@@ -158,6 +152,17 @@ impl ElasticsearchOutputConfig {
             dead_letters,
             backoff,
         ))
+    }
+
+    /// How to reach the cluster: hosts, credentials, TLS, timeout.
+    pub(crate) fn cluster_settings(&self) -> Result<ClusterSettings, ElasticsearchOutputError> {
+        Ok(ClusterSettings {
+            hosts: self.host_urls()?,
+            credentials: self.credentials()?,
+            certificates: self.certificate_validation()?,
+            gzip: self.gzip,
+            timeout: positive_millis("request_timeout_ms", self.request_timeout_ms)?,
+        })
     }
 
     fn host_urls(&self) -> Result<Vec<Url>, ElasticsearchOutputError> {
@@ -270,7 +275,7 @@ fn host_url(host: &str) -> Result<Url, ElasticsearchOutputError> {
     Ok(url)
 }
 
-fn field_template(key: &'static str, text: &str) -> Result<FieldTemplate, ElasticsearchOutputError> {
+pub(crate) fn field_template(key: &'static str, text: &str) -> Result<FieldTemplate, ElasticsearchOutputError> {
     if text.is_empty() {
         return Err(invalid(key, "must not be empty".to_owned()));
     }

@@ -13,6 +13,9 @@
 //! would refuse the whole request for is dead-lettered before sending, and a
 //! request over the cluster's size limit (413) is sent again in halves until
 //! the parts fit or a single event is left, which is dead-lettered.
+//!
+//! The same table also builds an [`ElasticsearchReplay`], which streams the
+//! documents of one kind back in `@timestamp` order (see [`replay`]).
 #![warn(missing_docs, unreachable_pub)]
 
 mod bulk;
@@ -20,6 +23,7 @@ mod cluster;
 mod config;
 mod error;
 mod index_template;
+pub mod replay;
 mod response;
 mod retry;
 mod sink;
@@ -27,6 +31,7 @@ mod sink;
 pub use bulk::BulkAction;
 pub use config::ElasticsearchOutputConfig;
 pub use error::ElasticsearchOutputError;
+pub use replay::ElasticsearchReplay;
 pub use sink::ElasticsearchOutput;
 
 /// The `type` that selects this output in a pipeline file.

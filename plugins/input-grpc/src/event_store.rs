@@ -1,0 +1,615 @@
+//! The `hfx.v1.EventStore` service: `Append`, `Read` and `Replay`, served
+//! on the same port as `hfx.v1.EventStash` by a gRPC input the pipeline
+//! file gives an event store or replay stores (see
+//! [`GrpcInput::with_event_store`]).
+//!
+//! `Append` hands the request to the [`EventStore`] (the engine's wrapper
+//! decodes payloads with the pipeline's filters first) and, once the change
+//! set is committed, hands its events to the pipeline like `StoreEvent`
+//! events, waiting for the same acknowledgement, so the other outputs
+//! (Elasticsearch, files) get them too. If that hand-off fails or the agent
+//! dies before it, the client gets no success and sends the append again:
+//! the store recognises the change set id, answers with the stored version
+//! and the stored events are handed on again. Appends in flight finish
+//! before the drain; `Read` and `Replay` streams end at shutdown with
+//! UNAVAILABLE, and a replay client resumes elsewhere from its last cursor.
+//!
+//! `Read` and `Replay` stream page by page through a small bounded channel:
+//! a slow client holds one page and the channel, never a result set.
+
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use eventstash_plugin_api::{
+    BoxError, ChangeSet, DEFAULT_REPLAY_PAGE, Event, EventBatch, EventSink, EventStore, EventStoreError,
+    ExpectedVersion, Format, Input, InputContext, MAX_REPLAY_PAGE, MAX_VERSION, NewChangeSet, ReplayCursor,
+    ReplayError, ReplayQuery, ReplayReader, ReplaySelector, ReplaySource, ReplayedEvent, ack_group, parse_timestamp,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::metadata::MetadataMap;
+use tonic::service::Routes;
+use tonic::{Code, Request, Response, Status};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tracing::{debug, info, warn};
+
+use crate::inflight::StreamCharge;
+use crate::proto;
+use crate::proto::event_store_server::{EventStore as EventStoreRpc, EventStoreServer};
+use crate::proto::store_event_request::EventFormat;
+use crate::proto::{AppendRequest, AppendResponse, ReadRequest, ReplayRequest, StoreEventRequest};
+use crate::server::GrpcInput;
+
+/// The service's full name, as health checks name it.
+const SERVICE_NAME: &str = "hfx.v1.EventStore";
+/// Change sets fetched per `Read` page.
+const READ_PAGE: usize = 100;
+/// Messages a stream buffers ahead of a slow client.
+const STREAM_BUFFER: usize = 256;
+/// Trailing metadata of a conflict: the aggregate's current version.
+const CURRENT_VERSION: &str = "x-current-version";
+/// Trailing metadata of a stored change set whose hand-off failed.
+const STORED_VERSION: &str = "x-stored-version";
+
+/// What the event store service serves: the store (for `Append` and
+/// `Read`) and the replay stores by id, the default first.
+#[derive(Clone, Default)]
+pub struct EventStoreBackends {
+    /// The event store; `None`: `Append` and `Read` answer UNIMPLEMENTED.
+    pub store: Option<Arc<dyn EventStore>>,
+    /// Replay stores by their pipeline ids; empty: `Replay` answers
+    /// UNIMPLEMENTED.
+    pub replay: Vec<(String, Arc<dyn ReplaySource>)>,
+}
+
+impl std::fmt::Debug for EventStoreBackends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStoreBackends")
+            .field("store", &self.store.is_some())
+            .field("replay", &self.replay.iter().map(|(id, _)| id).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A gRPC input that serves `hfx.v1.EventStore` beside `hfx.v1.EventStash`.
+#[derive(Debug)]
+pub struct GrpcInputWithEventStore {
+    /// The input, its address and limits.
+    input: GrpcInput,
+    /// What the event store service serves.
+    backends: EventStoreBackends,
+}
+
+impl GrpcInput {
+    /// Serves `hfx.v1.EventStore` too, backed by `backends`.
+    pub fn with_event_store(self, backends: EventStoreBackends) -> GrpcInputWithEventStore {
+        GrpcInputWithEventStore { input: self, backends }
+    }
+}
+
+#[async_trait]
+impl Input for GrpcInputWithEventStore {
+    async fn run(self: Box<Self>, ctx: InputContext) -> Result<(), BoxError> {
+        self.input.serve(ctx, Some(self.backends)).await
+    }
+}
+
+/// What the server lends the service: the pipeline queue, the drain's
+/// tracker, the health reporter and the agent's signals.
+pub(crate) struct ServeContext<'a> {
+    /// The pipeline queue, held weakly by the service.
+    pub(crate) sink: &'a Arc<dyn EventSink>,
+    /// Appends in flight count as streams the drain waits for.
+    pub(crate) appends: &'a TaskTracker,
+    /// Where `hfx.v1.EventStore`'s status is reported.
+    pub(crate) health: &'a HealthReporter,
+    /// Whether the agent is fit to take traffic.
+    pub(crate) serving: &'a tokio::sync::watch::Receiver<bool>,
+    /// Cancelled when the agent shuts down.
+    pub(crate) shutdown: &'a CancellationToken,
+    /// The largest request accepted.
+    pub(crate) max_message_size: usize,
+}
+
+impl EventStoreBackends {
+    /// Adds the service to `routes`, mirrors the agent's health under its
+    /// name, and readies the store (its tables) in the background.
+    pub(crate) fn serve_on(self, routes: Routes, ctx: ServeContext<'_>) -> Routes {
+        tokio::spawn(report_health(
+            ctx.health.clone(),
+            ctx.serving.clone(),
+            ctx.shutdown.clone(),
+        ));
+        if let Some(store) = &self.store {
+            tokio::spawn(ready(store.clone(), ctx.shutdown.clone()));
+        }
+        let service = EventStoreService {
+            backends: self,
+            sink: Arc::downgrade(ctx.sink),
+            appends: ctx.appends.clone(),
+            shutdown: ctx.shutdown.clone(),
+        };
+        routes.add_service(EventStoreServer::new(service).max_decoding_message_size(ctx.max_message_size))
+    }
+}
+
+/// Sets up the store at start (its tables), retrying until it works, so
+/// that the first append does not pay for it.
+async fn ready(store: Arc<dyn EventStore>, shutdown: CancellationToken) {
+    let mut backoff = eventstash_plugin_api::Backoff::default();
+    loop {
+        match store.ready().await {
+            Ok(()) => return,
+            Err(error) => warn!(%error, "event store not ready; appends fail until it is"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Mirrors the agent's health as `hfx.v1.EventStore`, NOT_SERVING from the
+/// start of the drain.
+async fn report_health(
+    health: HealthReporter,
+    mut serving: tokio::sync::watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let status = if *serving.borrow_and_update() && !shutdown.is_cancelled() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        health.set_service_status(SERVICE_NAME, status).await;
+        tokio::select! {
+            changed = serving.changed() => if changed.is_err() { return },
+            () = shutdown.cancelled() => {
+                health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Serves the three rpcs.
+struct EventStoreService {
+    /// The store and the replay stores.
+    backends: EventStoreBackends,
+    /// The pipeline queue, gone once the input has stopped.
+    sink: Weak<dyn EventSink>,
+    /// Appends in flight, which the drain waits for.
+    appends: TaskTracker,
+    /// Ends `Read` and `Replay` streams at shutdown.
+    shutdown: CancellationToken,
+}
+
+type MessageStream<T> = ReceiverStream<Result<T, Status>>;
+
+#[tonic::async_trait]
+impl EventStoreRpc for EventStoreService {
+    async fn append(&self, request: Request<AppendRequest>) -> Result<Response<AppendResponse>, Status> {
+        let _in_flight = self.appends.token();
+        // The request's room in the in-flight budget is held until its
+        // events are in the pipeline queue, as for `StoreEvent`.
+        let _charge = request.extensions().get::<StreamCharge>().cloned();
+        let store = self.store()?;
+        let change_set = new_change_set(request.into_inner())?;
+        let change_set_id = change_set.change_set_id.clone();
+        let appended = store.append(change_set).await.map_err(|error| store_status(&error))?;
+        let version = appended.version;
+        self.hand_off(appended.events, version).await?;
+        Ok(Response::new(AppendResponse {
+            version: version as i64,
+            already_stored: appended.already_stored,
+            change_set_id,
+        }))
+    }
+
+    type ReadStream = MessageStream<proto::ChangeSet>;
+
+    async fn read(&self, request: Request<ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+        let store = self.store()?;
+        let ReadRequest {
+            aggregate_id,
+            from_version,
+        } = request.into_inner();
+        if aggregate_id.is_empty() {
+            return Err(Status::invalid_argument("aggregate_id must not be empty"));
+        }
+        let from_version = match u64::try_from(from_version) {
+            Ok(version) if version <= MAX_VERSION => version.max(1),
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "from_version {from_version} is not a version: use 0 (from the start) up to {MAX_VERSION}"
+                )));
+            }
+        };
+        if store
+            .aggregate(&aggregate_id)
+            .await
+            .map_err(|e| store_status(&e))?
+            .is_none()
+        {
+            return Err(store_status(&EventStoreError::NotFound(aggregate_id)));
+        }
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut next = Some(from_version);
+            while let Some(version) = next {
+                let page = tokio::select! {
+                    page = store.read_page(&aggregate_id, version, READ_PAGE) => page,
+                    () = shutdown.cancelled() => Err(EventStoreError::Unavailable("the agent is shutting down".to_owned())),
+                };
+                let page = match page {
+                    Ok(page) => page,
+                    Err(error) => {
+                        let _ = sender.send(Err(store_status(&error))).await;
+                        return;
+                    }
+                };
+                next = page.next_version;
+                for change_set in page.change_sets {
+                    if sender.send(Ok(change_set_message(change_set))).await.is_err() {
+                        return; // the client went away
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    type ReplayStream = MessageStream<proto::ReplayedEvent>;
+
+    async fn replay(&self, request: Request<ReplayRequest>) -> Result<Response<Self::ReplayStream>, Status> {
+        let request = request.into_inner();
+        let source = self.replay_source(&request.store)?;
+        let (query, cursor) = replay_query(&request)?;
+        let reader = source
+            .open(query, cursor)
+            .await
+            .map_err(|error| replay_status(&error))?;
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(stream_replay(reader, sender, self.shutdown.clone()));
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}
+
+impl EventStoreService {
+    fn store(&self) -> Result<Arc<dyn EventStore>, Status> {
+        self.backends.store.clone().ok_or_else(|| {
+            Status::unimplemented("this agent has no event store: its gRPC input names no `event_store`")
+        })
+    }
+
+    fn replay_source(&self, id: &str) -> Result<Arc<dyn ReplaySource>, Status> {
+        let sources = &self.backends.replay;
+        if sources.is_empty() {
+            return Err(Status::unimplemented(
+                "this agent replays nothing: its gRPC input names no `replay` stores",
+            ));
+        }
+        let found = if id.is_empty() {
+            sources.first()
+        } else {
+            sources.iter().find(|(name, _)| name == id)
+        };
+        found.map(|(_, source)| source.clone()).ok_or_else(|| {
+            let known: Vec<&str> = sources.iter().map(|(name, _)| name.as_str()).collect();
+            Status::invalid_argument(format!("no replay store `{id}` (known: {})", known.join(", ")))
+        })
+    }
+
+    /// Hands the committed events to the pipeline and waits for their
+    /// acknowledgement, as `StoreEvent` does.
+    async fn hand_off(&self, events: Vec<Event>, version: u64) -> Result<(), Status> {
+        let not_handed_on = |reason: &str| {
+            debug!(version, %reason, "appended change set not handed to the pipeline");
+            let mut metadata = MetadataMap::new();
+            metadata.insert(STORED_VERSION, version.into());
+            Status::with_metadata(
+                Code::Unavailable,
+                format!(
+                    "the change set is stored as version {version} but not yet handed to every output; \
+                     send the same append (same change_set_id) again"
+                ),
+                metadata,
+            )
+        };
+        let sink = self
+            .sink
+            .upgrade()
+            .ok_or_else(|| not_handed_on("the input has stopped"))?;
+        let (ack, stored) = ack_group();
+        let batch = EventBatch {
+            events,
+            ack: ack.share(),
+            flush: true,
+        };
+        let sent = sink.send(batch).await;
+        ack.delivered();
+        sent.map_err(|error| not_handed_on(&error.to_string()))?;
+        stored.wait().await.map_err(|error| not_handed_on(&error.reason))
+    }
+}
+
+/// Checks an append and turns it into a change set. Events get the ids
+/// `<change_set_id>-<n>` when they have none, so that a change set handed
+/// on twice (a re-send) overwrites itself in outputs keyed by event id.
+fn new_change_set(request: AppendRequest) -> Result<NewChangeSet, Status> {
+    let expected = ExpectedVersion::from_wire(request.expected_version).map_err(|error| store_status(&error))?;
+    if request.aggregate_id.is_empty() {
+        return Err(Status::invalid_argument("aggregate_id must not be empty"));
+    }
+    if request.aggregate_type.is_empty() {
+        return Err(Status::invalid_argument("aggregate_type must not be empty"));
+    }
+    if request.events.is_empty() {
+        return Err(Status::invalid_argument("a change set needs at least one event"));
+    }
+    let change_set_id = if request.change_set_id.is_empty() {
+        NewChangeSet::new_id()
+    } else {
+        request.change_set_id
+    };
+    let received_at = Utc::now();
+    let events = request
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(n, message)| {
+            let id = if message.id.is_empty() {
+                format!("{change_set_id}-{n}")
+            } else {
+                message.id
+            };
+            let format = match EventFormat::try_from(message.format) {
+                Ok(EventFormat::Json) => Format::Json,
+                Ok(EventFormat::Protobuf) | Err(_) => Format::Protobuf,
+            };
+            Event::new(format, message.data, message.kind, id, received_at)
+        })
+        .collect();
+    Ok(NewChangeSet {
+        aggregate_id: request.aggregate_id,
+        aggregate_type: request.aggregate_type,
+        expected,
+        change_set_id,
+        events,
+    })
+}
+
+/// Checks a replay request.
+fn replay_query(request: &ReplayRequest) -> Result<(ReplayQuery, Option<ReplayCursor>), Status> {
+    let selectors = [
+        (!request.kind.is_empty()).then(|| ReplaySelector::Kind(request.kind.clone())),
+        (!request.aggregate_type.is_empty()).then(|| ReplaySelector::AggregateType(request.aggregate_type.clone())),
+        (!request.event_source.is_empty()).then(|| ReplaySelector::Source(request.event_source.clone())),
+    ];
+    let mut chosen = selectors.into_iter().flatten();
+    let (Some(selector), None) = (chosen.next(), chosen.next()) else {
+        return Err(Status::invalid_argument(
+            "set exactly one of kind, aggregate_type and event_source",
+        ));
+    };
+    let time = |name: &str, text: &str| -> Result<Option<DateTime<Utc>>, Status> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        parse_timestamp(text)
+            .map(Some)
+            .map_err(|_| Status::invalid_argument(format!("{name} {text:?} is not an RFC 3339 time")))
+    };
+    let from = time("from", &request.from)?;
+    let until = time("until", &request.until)?;
+    if let (Some(from), Some(until)) = (from, until)
+        && from >= until
+    {
+        return Err(Status::invalid_argument("from must be before until"));
+    }
+    let page_size = match request.page_size as usize {
+        0 => DEFAULT_REPLAY_PAGE,
+        n => n.min(MAX_REPLAY_PAGE),
+    };
+    let cursor = (!request.cursor.is_empty()).then(|| ReplayCursor::from_client(request.cursor.clone()));
+    Ok((
+        ReplayQuery {
+            selector,
+            from,
+            until,
+            page_size,
+        },
+        cursor,
+    ))
+}
+
+/// Sends a replay's pages to the client until the end, a failure, the
+/// client's departure or shutdown; then releases the reader.
+async fn stream_replay(
+    mut reader: Box<dyn ReplayReader>,
+    sender: mpsc::Sender<Result<proto::ReplayedEvent, Status>>,
+    shutdown: CancellationToken,
+) {
+    let mut sent = 0u64;
+    loop {
+        let page = tokio::select! {
+            page = reader.next_page() => page,
+            () = shutdown.cancelled() => Err(ReplayError::Unavailable(
+                "the agent is shutting down; resume from the last cursor".to_owned(),
+            )),
+        };
+        match page {
+            Ok(events) if events.is_empty() => break,
+            Ok(events) => {
+                for event in events {
+                    if sender.send(Ok(replayed_message(event))).await.is_err() {
+                        debug!(sent, "replay client went away");
+                        reader.close().await;
+                        return;
+                    }
+                    sent += 1;
+                }
+            }
+            Err(error) => {
+                let _ = sender.send(Err(replay_status(&error))).await;
+                break;
+            }
+        }
+    }
+    reader.close().await;
+    info!(events = sent, "replay finished");
+}
+
+fn event_message(event: &Event) -> StoreEventRequest {
+    let (format, data) = event.stored_payload();
+    StoreEventRequest {
+        format: match format {
+            Format::Json => EventFormat::Json as i32,
+            Format::Protobuf => EventFormat::Protobuf as i32,
+        },
+        data,
+        kind: event.kind.clone(),
+        id: event.id.clone(),
+    }
+}
+
+fn change_set_message(change_set: ChangeSet) -> proto::ChangeSet {
+    proto::ChangeSet {
+        events: change_set.events.iter().map(event_message).collect(),
+        aggregate_id: change_set.aggregate_id,
+        aggregate_type: change_set.aggregate_type,
+        version: change_set.version as i64,
+        change_set_id: change_set.change_set_id,
+        timestamp: change_set
+            .stored_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    }
+}
+
+fn replayed_message(replayed: ReplayedEvent) -> proto::ReplayedEvent {
+    let change_set = replayed
+        .change_set
+        .unwrap_or_else(|| eventstash_plugin_api::ChangeSetRef {
+            aggregate_id: String::new(),
+            aggregate_type: String::new(),
+            version: 0,
+            change_set_id: String::new(),
+        });
+    proto::ReplayedEvent {
+        event: Some(event_message(&replayed.event)),
+        timestamp: replayed.event.timestamp(),
+        cursor: replayed.cursor.as_str().to_owned(),
+        aggregate_id: change_set.aggregate_id,
+        aggregate_type: change_set.aggregate_type,
+        version: change_set.version as i64,
+        change_set_id: change_set.change_set_id,
+    }
+}
+
+/// The status of a store error. Conflicts carry the current version in the
+/// message and in `x-current-version`. Store failures are logged and
+/// answered with a fixed sentence: their text names tables and endpoints.
+fn store_status(error: &EventStoreError) -> Status {
+    match error {
+        EventStoreError::Conflict { current, .. } => {
+            let mut metadata = MetadataMap::new();
+            metadata.insert(CURRENT_VERSION, (*current).into());
+            Status::with_metadata(Code::Aborted, error.to_string(), metadata)
+        }
+        EventStoreError::WrongType { .. } => Status::failed_precondition(error.to_string()),
+        EventStoreError::ChangeSetIdTaken { .. } => Status::already_exists(error.to_string()),
+        EventStoreError::NotFound(_) => Status::not_found(error.to_string()),
+        EventStoreError::Invalid(_) => Status::invalid_argument(error.to_string()),
+        EventStoreError::Inconsistent(reason) => {
+            warn!(%reason, "event store data is inconsistent");
+            Status::internal("the event store's tables disagree; an operator must check them")
+        }
+        EventStoreError::Unavailable(reason) => {
+            warn!(%reason, "event store request failed");
+            Status::unavailable("the event store cannot be reached; retry later")
+        }
+    }
+}
+
+fn replay_status(error: &ReplayError) -> Status {
+    match error {
+        ReplayError::BadCursor(_) | ReplayError::Unsupported(_) => Status::invalid_argument(error.to_string()),
+        ReplayError::Unavailable(reason) => {
+            warn!(%reason, "replay failed");
+            Status::unavailable("the replay store cannot be read; resume from the last cursor later")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> AppendRequest {
+        AppendRequest {
+            aggregate_id: "order-1".into(),
+            aggregate_type: "Order".into(),
+            expected_version: 0,
+            change_set_id: "cs-1".into(),
+            events: vec![StoreEventRequest {
+                format: EventFormat::Json as i32,
+                data: bytes::Bytes::from_static(b"{}"),
+                kind: "order.Placed".into(),
+                id: String::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn events_without_ids_are_named_after_their_change_set() {
+        let change_set = new_change_set(request()).unwrap();
+        assert_eq!(change_set.events[0].id, "cs-1-0");
+        let mut anonymous = request();
+        anonymous.change_set_id.clear();
+        assert!(!new_change_set(anonymous).unwrap().change_set_id.is_empty());
+    }
+
+    #[test]
+    fn bad_appends_are_invalid_arguments() {
+        let mut cases = vec![request(), request(), request(), request(), request()];
+        cases[0].aggregate_id.clear();
+        cases[1].aggregate_type.clear();
+        cases[2].events.clear();
+        cases[3].expected_version = -7;
+        cases[4].expected_version = i64::MAX;
+        for case in cases {
+            assert_eq!(new_change_set(case).unwrap_err().code(), Code::InvalidArgument);
+        }
+    }
+
+    #[test]
+    fn conflicts_carry_the_current_version_in_metadata() {
+        let status = store_status(&EventStoreError::Conflict {
+            aggregate_id: "a".into(),
+            expected: ExpectedVersion::Exactly(3),
+            current: 5,
+        });
+        assert_eq!(status.code(), Code::Aborted);
+        assert_eq!(status.metadata().get(CURRENT_VERSION).unwrap(), "5");
+        assert!(status.message().contains("version 5"), "{}", status.message());
+    }
+
+    #[test]
+    fn replay_requests_need_exactly_one_selector_and_real_times() {
+        let mut request = ReplayRequest::default();
+        assert!(replay_query(&request).is_err());
+        request.kind = "k".into();
+        assert!(replay_query(&request).is_ok());
+        request.aggregate_type = "T".into();
+        assert!(replay_query(&request).is_err());
+        request.aggregate_type.clear();
+        request.from = "yesterday".into();
+        assert_eq!(replay_query(&request).unwrap_err().code(), Code::InvalidArgument);
+    }
+}
