@@ -84,11 +84,6 @@ pub(crate) fn build_input(
                 .build()
                 .map_err(build_error)?,
         )),
-        input_sqs::NAME => Ok(Box::new(
-            parse::<input_sqs::SqsInputConfig>(table)?
-                .build()
-                .map_err(build_error)?,
-        )),
         other => Err(unknown("input", other, INPUTS)),
     }
 }
