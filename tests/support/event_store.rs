@@ -35,9 +35,9 @@ pub fn elasticsearch_url() -> String {
 ///
 /// moto runs each request on its own thread, and its `TransactWriteItems`
 /// is not atomic across them: it checks and writes action by action, and a
-/// cancelled transaction rolls back by restoring a copy of the whole table
-/// taken when it started, which erases whatever other transactions
-/// committed meanwhile. DynamoDB itself serializes transactions. moto closes
+/// cancelled transaction rolls back by restoring the table as it was when
+/// it started (`tests/python/moto_server.py` only makes that copy cheaper),
+/// which erases whatever other transactions committed meanwhile. DynamoDB itself serializes transactions. moto closes
 /// every connection after its response, so forwarding one connection at a
 /// time gives its requests DynamoDB's isolation (at the cost of running
 /// them one by one, which moto's interpreter lock does anyway).
@@ -159,6 +159,18 @@ pub async fn start_agent_with_files(
     outputs: &str,
     files: Vec<(String, String)>,
 ) -> Agent {
+    start_agent_with_input(tables, replay, outputs, files, "").await
+}
+
+/// [`start_agent_with_files`] with `input` (TOML keys) added to the gRPC
+/// input's table.
+pub async fn start_agent_with_input(
+    tables: &StoreTables,
+    replay: &[&str],
+    outputs: &str,
+    files: Vec<(String, String)>,
+    input: &str,
+) -> Agent {
     let endpoint = serialized_dynamodb().await;
     let replay: Vec<String> = replay.iter().map(|id| format!("{id:?}")).collect();
     let config = format!(
@@ -174,8 +186,10 @@ event_store = "store"
 replay = [{}]
 {}
 {}
+{}
 "#,
         replay.join(", "),
+        input,
         tables.toml(&endpoint),
         outputs
     );

@@ -79,9 +79,7 @@ impl Producer {
         matches!(self.kinds, Kinds::All)
     }
 
-    /// Whether it may read events of `kind` from the event store: for
-    /// `hfx.v1.EventStore/Replay` to check the kinds it streams.
-    #[allow(dead_code)]
+    /// Whether it may read events of `kind` from the event store.
     pub(crate) fn may_read(&self, kind: &str) -> bool {
         self.read_kinds.allows(kind)
     }
@@ -101,6 +99,16 @@ pub(crate) fn producer_of<T>(request: &tonic::Request<T>) -> Option<&Arc<Produce
 pub(crate) fn kind_denied(producer: &Producer, kind: &str) -> Status {
     Status::permission_denied(format!(
         "producer `{}` may not write events of kind `{}`: nothing of this stream was stored",
+        truncate(producer.name(), 64),
+        truncate(kind, 128),
+    ))
+}
+
+/// The status a `Read` or `Replay` gets for events of a kind its producer
+/// may not read.
+pub(crate) fn read_denied(producer: &Producer, kind: &str) -> Status {
+    Status::permission_denied(format!(
+        "producer `{}` may not read events of kind `{}`",
         truncate(producer.name(), 64),
         truncate(kind, 128),
     ))

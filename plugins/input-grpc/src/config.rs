@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytesize::ByteSize;
+use eventstash_plugin_api::DEFAULT_MAX_JSON_DEPTH;
 use serde::Deserialize;
 
 use crate::auth::Authenticator;
@@ -87,6 +88,11 @@ pub struct GrpcInputConfig {
     /// closed (default 20000).
     #[serde(default = "default_keepalive_timeout_ms")]
     pub keepalive_timeout_ms: u64,
+    /// Deepest nesting of arrays and objects a JSON payload may have to be
+    /// stored as `data` (default 256, at most 1000); deeper payloads are
+    /// kept as `plain` text flagged `invalidJson`, like broken JSON.
+    #[serde(default = "default_max_json_depth")]
+    pub max_json_depth: usize,
     /// TLS on the port (`tls = { cert_file = "...", key_file = "..." }`);
     /// plain HTTP/2 without it.
     #[serde(default)]
@@ -172,6 +178,10 @@ fn default_keepalive_interval_ms() -> u64 {
     60_000
 }
 
+fn default_max_json_depth() -> usize {
+    DEFAULT_MAX_JSON_DEPTH
+}
+
 fn default_keepalive_timeout_ms() -> u64 {
     20_000
 }
@@ -182,6 +192,10 @@ pub(crate) const GRPC_HEADER_LEN: usize = 5;
 /// The largest stream window: enough for one producer to stream at full
 /// speed on a LAN; more only buffers more for a stalled stream.
 const MAX_STREAM_WINDOW: u32 = 1024 * 1024;
+
+/// The deepest `max_json_depth` accepted: Python's `json` module, a common
+/// reader of what the outputs store, gives up at about 1,000 levels.
+const MAX_JSON_DEPTH: usize = 1000;
 
 /// Longest timeout accepted: a day.
 const MAX_TIMEOUT_MS: u64 = 86_400_000;
@@ -213,6 +227,8 @@ pub(crate) struct Limits {
     pub(crate) keepalive_interval: Option<Duration>,
     /// Time to wait for a PING's answer.
     pub(crate) keepalive_timeout: Duration,
+    /// Deepest nesting of a JSON payload stored as `data`.
+    pub(crate) max_json_depth: usize,
 }
 
 impl GrpcInputConfig {
@@ -249,6 +265,7 @@ impl GrpcInputConfig {
             idle_timeout: optional_millis("idle_timeout_ms", self.idle_timeout_ms)?,
             keepalive_interval: optional_millis("keepalive_interval_ms", self.keepalive_interval_ms)?,
             keepalive_timeout: millis("keepalive_timeout_ms", self.keepalive_timeout_ms, 1)?,
+            max_json_depth: in_range("max_json_depth", self.max_json_depth, 1, MAX_JSON_DEPTH, "")?,
         };
         let security = security(self.tls, self.auth)?;
         Ok(GrpcInput { addr, limits, security })
@@ -392,6 +409,11 @@ mod tests {
         );
         let message = error("bind = \"127.0.0.1:1\"\nidle_timeout_ms = 99999999999");
         assert!(message.ends_with("(0 turns it off)"), "{message}");
+        let message = error("bind = \"127.0.0.1:1\"\nmax_json_depth = 5000");
+        assert!(
+            message.starts_with("`max_json_depth` = 5000 is out of range"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -37,12 +37,14 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{debug, info, warn};
 
+use crate::auth::{Producer, kind_denied, producer_of, read_denied};
 use crate::inflight::StreamCharge;
 use crate::proto;
 use crate::proto::event_store_server::{EventStore as EventStoreRpc, EventStoreServer};
 use crate::proto::store_event_request::EventFormat;
 use crate::proto::{AppendRequest, AppendResponse, ReadRequest, ReplayRequest, StoreEventRequest};
 use crate::server::GrpcInput;
+use crate::service::to_event;
 
 /// The service's full name, as health checks name it.
 const SERVICE_NAME: &str = "hfx.v1.EventStore";
@@ -113,6 +115,8 @@ pub(crate) struct ServeContext<'a> {
     pub(crate) shutdown: &'a CancellationToken,
     /// The largest request accepted.
     pub(crate) max_message_size: usize,
+    /// Deepest nesting of a JSON payload stored as `data`.
+    pub(crate) max_json_depth: usize,
 }
 
 impl EventStoreBackends {
@@ -132,6 +136,7 @@ impl EventStoreBackends {
             sink: Arc::downgrade(ctx.sink),
             appends: ctx.appends.clone(),
             shutdown: ctx.shutdown.clone(),
+            max_json_depth: ctx.max_json_depth,
         };
         routes.add_service(EventStoreServer::new(service).max_decoding_message_size(ctx.max_message_size))
     }
@@ -187,6 +192,8 @@ struct EventStoreService {
     appends: TaskTracker,
     /// Ends `Read` and `Replay` streams at shutdown.
     shutdown: CancellationToken,
+    /// Deepest nesting of a JSON payload stored as `data`.
+    max_json_depth: usize,
 }
 
 type MessageStream<T> = ReceiverStream<Result<T, Status>>;
@@ -198,8 +205,12 @@ impl EventStoreRpc for EventStoreService {
         // The request's room in the in-flight budget is held until its
         // events are in the pipeline queue, as for `StoreEvent`.
         let _charge = request.extensions().get::<StreamCharge>().cloned();
+        let producer = producer_of(&request).cloned();
         let store = self.store()?;
-        let change_set = new_change_set(request.into_inner())?;
+        let mut change_set = new_change_set(request.into_inner(), self.max_json_depth)?;
+        if let Some(producer) = &producer {
+            stamp_producer(&mut change_set, producer)?;
+        }
         let change_set_id = change_set.change_set_id.clone();
         let appended = store.append(change_set).await.map_err(|error| store_status(&error))?;
         let version = appended.version;
@@ -214,6 +225,7 @@ impl EventStoreRpc for EventStoreService {
     type ReadStream = MessageStream<proto::ChangeSet>;
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+        let producer = producer_of(&request).cloned();
         let store = self.store()?;
         let ReadRequest {
             aggregate_id,
@@ -256,6 +268,13 @@ impl EventStoreRpc for EventStoreService {
                 };
                 next = page.next_version;
                 for change_set in page.change_sets {
+                    // A change set is read whole or not at all.
+                    if let Some(producer) = &producer
+                        && let Some(event) = change_set.events.iter().find(|event| !producer.may_read(&event.kind))
+                    {
+                        let _ = sender.send(Err(read_denied(producer, &event.kind))).await;
+                        return;
+                    }
                     if sender.send(Ok(change_set_message(change_set))).await.is_err() {
                         return; // the client went away
                     }
@@ -268,15 +287,21 @@ impl EventStoreRpc for EventStoreService {
     type ReplayStream = MessageStream<proto::ReplayedEvent>;
 
     async fn replay(&self, request: Request<ReplayRequest>) -> Result<Response<Self::ReplayStream>, Status> {
+        let producer = producer_of(&request).cloned();
         let request = request.into_inner();
         let source = self.replay_source(&request.store)?;
         let (query, cursor) = replay_query(&request)?;
+        if let (Some(producer), ReplaySelector::Kind(kind)) = (&producer, &query.selector)
+            && !producer.may_read(kind)
+        {
+            return Err(read_denied(producer, kind));
+        }
         let reader = source
             .open(query, cursor)
             .await
             .map_err(|error| replay_status(&error))?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(stream_replay(reader, sender, self.shutdown.clone()));
+        tokio::spawn(stream_replay(reader, sender, producer, self.shutdown.clone()));
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 }
@@ -342,7 +367,7 @@ impl EventStoreService {
 /// Checks an append and turns it into a change set. Events get the ids
 /// `<change_set_id>-<n>` when they have none, so that a change set handed
 /// on twice (a re-send) overwrites itself in outputs keyed by event id.
-fn new_change_set(request: AppendRequest) -> Result<NewChangeSet, Status> {
+fn new_change_set(request: AppendRequest, max_json_depth: usize) -> Result<NewChangeSet, Status> {
     let expected = ExpectedVersion::from_wire(request.expected_version).map_err(|error| store_status(&error))?;
     if request.aggregate_id.is_empty() {
         return Err(Status::invalid_argument("aggregate_id must not be empty"));
@@ -369,11 +394,7 @@ fn new_change_set(request: AppendRequest) -> Result<NewChangeSet, Status> {
             } else {
                 message.id
             };
-            let format = match EventFormat::try_from(message.format) {
-                Ok(EventFormat::Json) => Format::Json,
-                Ok(EventFormat::Protobuf) | Err(_) => Format::Protobuf,
-            };
-            Event::new(format, message.data, message.kind, id, received_at)
+            to_event(StoreEventRequest { id, ..message }, received_at, max_json_depth)
         })
         .collect();
     Ok(NewChangeSet {
@@ -383,6 +404,18 @@ fn new_change_set(request: AppendRequest) -> Result<NewChangeSet, Status> {
         change_set_id,
         events,
     })
+}
+
+/// Refuses a change set with a kind its producer may not write, and
+/// records the producer as the `source` of its events.
+fn stamp_producer(change_set: &mut NewChangeSet, producer: &Producer) -> Result<(), Status> {
+    if let Some(event) = change_set.events.iter().find(|event| !producer.may_write(&event.kind)) {
+        return Err(kind_denied(producer, &event.kind));
+    }
+    for event in &mut change_set.events {
+        event.source = Some(producer.name().to_owned());
+    }
+    Ok(())
 }
 
 /// Checks a replay request.
@@ -430,10 +463,13 @@ fn replay_query(request: &ReplayRequest) -> Result<(ReplayQuery, Option<ReplayCu
 }
 
 /// Sends a replay's pages to the client until the end, a failure, the
-/// client's departure or shutdown; then releases the reader.
+/// client's departure or shutdown; then releases the reader. Events of
+/// kinds `producer` may not read are left out (a replay by kind was
+/// refused up front if that kind is not readable).
 async fn stream_replay(
     mut reader: Box<dyn ReplayReader>,
     sender: mpsc::Sender<Result<proto::ReplayedEvent, Status>>,
+    producer: Option<Arc<Producer>>,
     shutdown: CancellationToken,
 ) {
     let mut sent = 0u64;
@@ -447,7 +483,12 @@ async fn stream_replay(
         match page {
             Ok(events) if events.is_empty() => break,
             Ok(events) => {
-                for event in events {
+                let readable = |replayed: &ReplayedEvent| {
+                    producer
+                        .as_ref()
+                        .is_none_or(|producer| producer.may_read(&replayed.event.kind))
+                };
+                for event in events.into_iter().filter(readable) {
                     if sender.send(Ok(replayed_message(event))).await.is_err() {
                         debug!(sent, "replay client went away");
                         reader.close().await;
@@ -503,6 +544,7 @@ fn replayed_message(replayed: ReplayedEvent) -> proto::ReplayedEvent {
         });
     proto::ReplayedEvent {
         event: Some(event_message(&replayed.event)),
+        source: replayed.event.source.clone().unwrap_or_default(),
         timestamp: replayed.event.timestamp(),
         cursor: replayed.cursor.as_str().to_owned(),
         aggregate_id: change_set.aggregate_id,
@@ -549,6 +591,8 @@ fn replay_status(error: &ReplayError) -> Status {
 
 #[cfg(test)]
 mod tests {
+    use eventstash_plugin_api::DEFAULT_MAX_JSON_DEPTH;
+
     use super::*;
 
     fn request() -> AppendRequest {
@@ -568,11 +612,16 @@ mod tests {
 
     #[test]
     fn events_without_ids_are_named_after_their_change_set() {
-        let change_set = new_change_set(request()).unwrap();
+        let change_set = new_change_set(request(), DEFAULT_MAX_JSON_DEPTH).unwrap();
         assert_eq!(change_set.events[0].id, "cs-1-0");
         let mut anonymous = request();
         anonymous.change_set_id.clear();
-        assert!(!new_change_set(anonymous).unwrap().change_set_id.is_empty());
+        assert!(
+            !new_change_set(anonymous, DEFAULT_MAX_JSON_DEPTH)
+                .unwrap()
+                .change_set_id
+                .is_empty()
+        );
     }
 
     #[test]
@@ -584,7 +633,10 @@ mod tests {
         cases[3].expected_version = -7;
         cases[4].expected_version = i64::MAX;
         for case in cases {
-            assert_eq!(new_change_set(case).unwrap_err().code(), Code::InvalidArgument);
+            assert_eq!(
+                new_change_set(case, DEFAULT_MAX_JSON_DEPTH).unwrap_err().code(),
+                Code::InvalidArgument
+            );
         }
     }
 

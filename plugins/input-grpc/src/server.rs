@@ -92,6 +92,7 @@ impl GrpcInput {
             limits.max_held_stream_bytes(),
             streams.clone(),
             StreamMetrics::new(&ctx.context),
+            limits.max_json_depth,
         );
         let event_stash = EventStashServer::new(service).max_decoding_message_size(limits.max_message_size);
         let (reflection, reflection_v1alpha) = reflection_services(event_store.is_some())?;
@@ -107,6 +108,7 @@ impl GrpcInput {
                 serving: &ctx.serving,
                 shutdown: &ctx.shutdown,
                 max_message_size: limits.max_message_size,
+                max_json_depth: limits.max_json_depth,
             };
             routes = backends.serve_on(routes, serving);
         }

@@ -21,7 +21,9 @@ use std::mem;
 use std::sync::Weak;
 
 use chrono::Utc;
-use eventstash_plugin_api::{AckHandle, Event, EventBatch, EventSink, Format, PluginContext, SinkError, ack_group};
+use eventstash_plugin_api::{
+    AckHandle, Event, EventBatch, EventSink, Format, Payload, PluginContext, SinkError, ack_group,
+};
 use futures::FutureExt as _;
 use metrics::{Gauge, Histogram, gauge, histogram};
 use prost::Message as _;
@@ -48,6 +50,8 @@ pub(crate) struct EventStashService {
     streams: TaskTracker,
     /// Streams open and how long they wait for their ack.
     metrics: StreamMetrics,
+    /// Deepest nesting of a JSON payload stored as `data`.
+    max_json_depth: usize,
 }
 
 /// Metric names of the gRPC input.
@@ -97,6 +101,7 @@ impl EventStashService {
         max_held_bytes: usize,
         streams: TaskTracker,
         metrics: StreamMetrics,
+        max_json_depth: usize,
     ) -> Self {
         EventStashService {
             sink,
@@ -104,6 +109,7 @@ impl EventStashService {
             max_held_bytes,
             streams,
             metrics,
+            max_json_depth,
         }
     }
 
@@ -153,7 +159,7 @@ impl EventStashService {
                 held.count(&messages, self.max_held_bytes)?;
             }
             for message in messages {
-                events.push(producer_event(message, received_at, producer)?);
+                events.push(producer_event(message, received_at, producer, self.max_json_depth)?);
             }
             if let Some(held) = &mut holding {
                 // A bad message ends the stream; nothing of it is stored.
@@ -271,8 +277,9 @@ fn producer_event(
     message: StoreEventRequest,
     received_at: chrono::DateTime<Utc>,
     producer: Option<&Producer>,
+    max_json_depth: usize,
 ) -> Result<Event, Status> {
-    let mut event = to_event(message, received_at);
+    let mut event = to_event(message, received_at, max_json_depth);
     if let Some(producer) = producer {
         if !producer.may_write(&event.kind) {
             return Err(kind_denied(producer, &event.kind));
@@ -282,13 +289,15 @@ fn producer_event(
     Ok(event)
 }
 
-fn to_event(message: StoreEventRequest, received_at: chrono::DateTime<Utc>) -> Event {
+/// The event of a message, its JSON checked to `max_json_depth`.
+pub(crate) fn to_event(message: StoreEventRequest, received_at: chrono::DateTime<Utc>, max_json_depth: usize) -> Event {
     let format = match EventFormat::try_from(message.format) {
         Ok(EventFormat::Json) => Format::Json,
         // Unknown values are kept as bytes, like protobuf, rather than dropped.
         Ok(EventFormat::Protobuf) | Err(_) => Format::Protobuf,
     };
-    Event::new(format, message.data, message.kind, message.id, received_at)
+    let payload = Payload::decode_limited(format, message.data, max_json_depth);
+    Event::with_payload(format, payload, message.kind, message.id, received_at)
 }
 
 /// Longest status message a producer is sent, well inside every client's
@@ -346,5 +355,19 @@ mod tests {
         let status = queue_status(&SinkError::Unavailable("cannot write /var/lib/eventstash/queue".into()));
         assert_eq!(status.code(), Code::Unavailable);
         assert!(!status.message().contains('/'), "{}", status.message());
+    }
+
+    #[test]
+    fn json_deeper_than_the_inputs_limit_is_kept_as_flagged_text() {
+        let message = |data: &'static [u8]| StoreEventRequest {
+            format: EventFormat::Json as i32,
+            data: bytes::Bytes::from_static(data),
+            kind: "k".into(),
+            id: "e".into(),
+        };
+        let at = Utc::now();
+        assert!(matches!(to_event(message(b"[[1]]"), at, 2).payload, Payload::Json(_)));
+        let deep = to_event(message(b"[[[1]]]"), at, 2);
+        assert!(matches!(&deep.payload, Payload::InvalidJson { plain, .. } if plain == "[[[1]]]"));
     }
 }

@@ -68,6 +68,9 @@ struct StoredDocument<'a> {
     invalid_json: bool,
     #[serde(rename = "invalidProto", default)]
     invalid_proto: bool,
+    /// The producer that sent it to the first agent, when that agent knew.
+    #[serde(default)]
+    source: Option<String>,
 }
 
 /// The message a gateway publishes in the SQS → Lambda → DynamoDB design.
@@ -123,7 +126,7 @@ fn stored_document(body: &str) -> Option<Event> {
         format,
         payload,
         received_at,
-        source: None,
+        source: document.source,
     })
 }
 
@@ -263,6 +266,11 @@ mod tests {
                 event.payload = Payload::Value(serde_json::json!({"decoded": true}));
                 event
             },
+            {
+                let mut event = Event::new(Format::Json, Bytes::from_static(b"{}"), "k".into(), "e-8".into(), at());
+                event.source = Some("billing".into());
+                event
+            },
         ];
         for event in cases {
             let again = round_trip(&event);
@@ -270,6 +278,7 @@ mod tests {
             assert_eq!(again.received_at, event.received_at);
             assert_eq!(again.format, event.format);
             assert_eq!(again.index, event.index);
+            assert_eq!(again.source, event.source);
         }
     }
 

@@ -1,0 +1,94 @@
+"""moto_server, with TransactWriteItems' rollback backup made proportional
+to the transaction instead of to the tables.
+
+moto (5.x) deep-copies every table a TransactWriteItems touches before it
+runs the transaction, so that it can put the tables back if a condition
+fails. An event store's change-sets table grows with every append, and so
+does the cost of each append: 1,600 appends to one table took about an
+hour. Here the backup is a copy of the table's item index (references to
+the same items) in which only the partitions and items the transaction
+names are copies. A transaction can change no other item, so putting this backup
+back leaves the tables exactly as moto's own backup would. Everything else
+is moto's own code, run as `moto_server` with the same arguments.
+"""
+
+import copy
+import sys
+import threading
+from collections import defaultdict
+
+from moto.dynamodb import models
+from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.table import Table
+from moto.server import main
+
+_current = threading.local()
+
+
+def _touched_keys(table, table_name, transact_items):
+    """The (hash, range) keys of the items `transact_items` write in `table`."""
+    for entry in transact_items:
+        for op_type, op in entry.items():
+            if op.get("TableName") != table_name:
+                continue
+            attrs = op.get("Item") if op_type == "Put" else op.get("Key")
+            if not attrs or table.hash_key_attr not in attrs:
+                continue
+            hash_value = DynamoType(attrs[table.hash_key_attr])
+            range_value = None
+            if table.range_key_attr is not None and table.range_key_attr in attrs:
+                range_value = DynamoType(attrs[table.range_key_attr])
+            yield hash_value, range_value
+
+
+def _backup(table, transact_items):
+    """A table whose item index can replace `table`'s after a rollback."""
+    backup = copy.copy(table)
+    # A copy of a dict reuses its keys' hashes: no DynamoType is hashed.
+    backup.items = defaultdict(dict, table.items)
+    for hash_value, range_value in _touched_keys(table, table.name, transact_items):
+        if hash_value not in table.items:
+            continue
+        if table.has_range_key:
+            # Only touched partitions change: they get their own index.
+            if backup.items[hash_value] is table.items[hash_value]:
+                backup.items[hash_value] = dict(table.items[hash_value])
+            if range_value is not None and range_value in table.items[hash_value]:
+                backup.items[hash_value][range_value] = copy.deepcopy(table.items[hash_value][range_value])
+        else:
+            backup.items[hash_value] = copy.deepcopy(table.items[hash_value])
+    return backup
+
+
+class _CopyModule:
+    """`copy` as moto's DynamoDB backend sees it: tables backed up by
+    `_backup` while a transaction is being set up, all else unchanged."""
+
+    def __getattr__(self, name):
+        return getattr(copy, name)
+
+    @staticmethod
+    def deepcopy(value, memo=None):
+        transact_items = getattr(_current, "transact_items", None)
+        if transact_items is not None and isinstance(value, Table):
+            return _backup(value, transact_items)
+        return copy.deepcopy(value, memo)
+
+
+_original_transact_write_items = models.DynamoDBBackend.transact_write_items
+
+
+def _transact_write_items(self, transact_items):
+    _current.transact_items = transact_items
+    try:
+        return _original_transact_write_items(self, transact_items)
+    finally:
+        _current.transact_items = None
+
+
+models.copy = _CopyModule()
+models.DynamoDBBackend.transact_write_items = _transact_write_items
+
+if __name__ == "__main__":
+    sys.argv[0] = "moto_server"
+    sys.exit(main())
