@@ -553,6 +553,7 @@ mod append_load {
         reports
     }
 
+    /// Prints the appends' rate and latency; exits 1 if any failed.
     fn summarize(args: &Args, reports: Vec<ClientReport>) {
         let errors: u64 = reports.iter().map(|r| r.errors).sum();
         let mut latencies: Vec<Duration> = reports.into_iter().flat_map(|r| r.latencies).collect();
@@ -570,6 +571,10 @@ mod append_load {
             ms(percentile(&latencies, 0.99)),
             ms(latencies.last().copied().unwrap_or_default())
         );
+        if errors > 0 {
+            // As for streams: a run with failures is no measurement.
+            std::process::exit(1);
+        }
     }
 
     fn describe(args: &Args) -> String {

@@ -54,8 +54,10 @@ const READ_PAGE: usize = 100;
 const STREAM_BUFFER: usize = 256;
 /// Trailing metadata of a conflict: the aggregate's current version.
 const CURRENT_VERSION: &str = "x-current-version";
-/// Trailing metadata of a stored change set whose hand-off failed.
+/// Trailing metadata of a stored change set whose hand-off failed: its
+/// version and its id.
 const STORED_VERSION: &str = "x-stored-version";
+const CHANGE_SET_ID: &str = "x-change-set-id";
 
 /// What the event store service serves: the store (for `Append` and
 /// `Read`) and the replay stores by id, the default first.
@@ -204,7 +206,7 @@ impl EventStoreRpc for EventStoreService {
         let _in_flight = self.appends.token();
         // The request's room in the in-flight budget is held until its
         // events are in the pipeline queue, as for `StoreEvent`.
-        let _charge = request.extensions().get::<StreamCharge>().cloned();
+        let charge = request.extensions().get::<StreamCharge>().cloned();
         let producer = producer_of(&request).cloned();
         let store = self.store()?;
         let mut change_set = new_change_set(request.into_inner(), self.max_json_depth)?;
@@ -214,7 +216,7 @@ impl EventStoreRpc for EventStoreService {
         let change_set_id = change_set.change_set_id.clone();
         let appended = store.append(change_set).await.map_err(|error| store_status(&error))?;
         let version = appended.version;
-        self.hand_off(appended.events, version).await?;
+        self.hand_off(appended.events, version, &change_set_id, charge).await?;
         Ok(Response::new(AppendResponse {
             version: version as i64,
             already_stored: appended.already_stored,
@@ -332,12 +334,24 @@ impl EventStoreService {
     }
 
     /// Hands the committed events to the pipeline and waits for their
-    /// acknowledgement, as `StoreEvent` does.
-    async fn hand_off(&self, events: Vec<Event>, version: u64) -> Result<(), Status> {
+    /// acknowledgement, as `StoreEvent` does; gives the request's room in
+    /// the in-flight budget (`charge`) back once they are queued.
+    async fn hand_off(
+        &self,
+        events: Vec<Event>,
+        version: u64,
+        change_set_id: &str,
+        charge: Option<StreamCharge>,
+    ) -> Result<(), Status> {
         let not_handed_on = |reason: &str| {
             debug!(version, %reason, "appended change set not handed to the pipeline");
             let mut metadata = MetadataMap::new();
             metadata.insert(STORED_VERSION, version.into());
+            // A client that left the id to the agent learns it here, to
+            // send the same append again.
+            if let Ok(id) = change_set_id.parse() {
+                metadata.insert(CHANGE_SET_ID, id);
+            }
             Status::with_metadata(
                 Code::Unavailable,
                 format!(
@@ -358,6 +372,10 @@ impl EventStoreService {
             flush: true,
         };
         let sent = sink.send(batch).await;
+        if let Some(charge) = charge {
+            // The request is one message; its events are queued now.
+            charge.release_messages(1);
+        }
         ack.delivered();
         sent.map_err(|error| not_handed_on(&error.to_string()))?;
         stored.wait().await.map_err(|error| not_handed_on(&error.reason))

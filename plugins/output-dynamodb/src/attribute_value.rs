@@ -13,6 +13,10 @@
 //! and maps are valid non-key values in DynamoDB and are kept; JSON has no
 //! sets, so none are made.
 //!
+//! DynamoDB nests attribute values at most 32 levels deep, counted from the
+//! item's top-level attributes; the callers say how many levels the data
+//! may still use, and deeper data is reported like an unstorable number.
+//!
 //! The size follows DynamoDB's item-size rules (names and strings in UTF-8
 //! bytes, numbers one byte per two significant digits plus one, 3 bytes per
 //! list or map plus 1 per element), rounded up where the rules are vague,
@@ -33,6 +37,9 @@ const EXPONENT_RANGE: std::ops::RangeInclusive<i64> = -130..=125;
 const CONTAINER_OVERHEAD: usize = 3;
 /// Bytes each element of a list or map adds beside its name and value.
 const ELEMENT_OVERHEAD: usize = 1;
+/// The deepest DynamoDB nests attribute values (lists and maps), counting a
+/// top-level attribute as level 1.
+pub(crate) const MAX_NESTING: usize = 32;
 /// How much of an offending number an error message quotes.
 const QUOTED_NUMBER_CHARS: usize = 48;
 
@@ -53,18 +60,25 @@ pub(crate) enum DataError {
     OutOfRange { number: String },
     #[error("data is not valid JSON: {0}")]
     Json(String),
+    #[error("data nests arrays and objects deeper than DynamoDB's 32 levels of attribute values")]
+    TooDeep,
 }
 
-/// Converts JSON text (an event's `data` as received).
-pub(crate) fn from_json_text(text: &str) -> Result<Converted, DataError> {
+/// Converts JSON text (an event's `data` as received) into an attribute
+/// that may use `levels` levels of lists and maps.
+pub(crate) fn from_json_text(text: &str, levels: usize) -> Result<Converted, DataError> {
     let text = text.trim_start_matches([' ', '\t', '\n', '\r']);
-    match text.as_bytes().first() {
+    let first = text.as_bytes().first();
+    if matches!(first, Some(b'{' | b'[')) && levels == 0 {
+        return Err(DataError::TooDeep);
+    }
+    match first {
         Some(b'{') => {
             let fields: HashMap<String, &RawValue> = parse(text)?;
             let mut size = CONTAINER_OVERHEAD;
             let mut map = HashMap::with_capacity(fields.len());
             for (name, raw) in fields {
-                let field = from_json_text(raw.get())?;
+                let field = from_json_text(raw.get(), levels - 1)?;
                 size += name.len() + field.size + ELEMENT_OVERHEAD;
                 map.insert(name, field.value);
             }
@@ -75,7 +89,7 @@ pub(crate) fn from_json_text(text: &str) -> Result<Converted, DataError> {
             let mut size = CONTAINER_OVERHEAD;
             let mut list = Vec::with_capacity(items.len());
             for raw in items {
-                let item = from_json_text(raw.get())?;
+                let item = from_json_text(raw.get(), levels - 1)?;
                 size += item.size + ELEMENT_OVERHEAD;
                 list.push(item.value);
             }
@@ -90,15 +104,19 @@ pub(crate) fn from_json_text(text: &str) -> Result<Converted, DataError> {
     }
 }
 
-/// Converts a JSON tree (data a filter decoded). Its numbers were already
-/// `u64`, `i64` or `f64`, and are written as serde_json writes them.
-pub(crate) fn from_json_value(value: &Value) -> Result<Converted, DataError> {
+/// Converts a JSON tree (data a filter decoded) into an attribute that may
+/// use `levels` levels of lists and maps. Its numbers were already `u64`,
+/// `i64` or `f64`, and are written as serde_json writes them.
+pub(crate) fn from_json_value(value: &Value, levels: usize) -> Result<Converted, DataError> {
+    if matches!(value, Value::Object(_) | Value::Array(_)) && levels == 0 {
+        return Err(DataError::TooDeep);
+    }
     Ok(match value {
         Value::Object(fields) => {
             let mut size = CONTAINER_OVERHEAD;
             let mut map = HashMap::with_capacity(fields.len());
             for (name, value) in fields {
-                let field = from_json_value(value)?;
+                let field = from_json_value(value, levels - 1)?;
                 size += name.len() + field.size + ELEMENT_OVERHEAD;
                 map.insert(name.clone(), field.value);
             }
@@ -108,7 +126,7 @@ pub(crate) fn from_json_value(value: &Value) -> Result<Converted, DataError> {
             let mut size = CONTAINER_OVERHEAD;
             let mut list = Vec::with_capacity(items.len());
             for item in items {
-                let item = from_json_value(item)?;
+                let item = from_json_value(item, levels - 1)?;
                 size += item.size + ELEMENT_OVERHEAD;
                 list.push(item.value);
             }
@@ -190,7 +208,7 @@ mod tests {
     use super::*;
 
     fn convert(text: &str) -> AttributeValue {
-        from_json_text(text).unwrap().value
+        from_json_text(text, MAX_NESTING).unwrap().value
     }
 
     fn s(text: &str) -> AttributeValue {
@@ -255,11 +273,14 @@ mod tests {
     #[test]
     fn numbers_dynamodb_cannot_hold_are_refused_not_rounded() {
         let too_precise = "1.000000000000000000000000000000000000001";
-        assert!(matches!(from_json_text(too_precise), Err(DataError::TooPrecise { .. })));
+        assert!(matches!(
+            from_json_text(too_precise, MAX_NESTING),
+            Err(DataError::TooPrecise { .. })
+        ));
         for out_of_range in ["1e126", "1e-131", "-5e200", "1e99999999999999999999999"] {
             assert!(
                 matches!(
-                    from_json_text(&format!("[{out_of_range}]")),
+                    from_json_text(&format!("[{out_of_range}]"), MAX_NESTING),
                     Err(DataError::OutOfRange { .. })
                 ),
                 "{out_of_range}"
@@ -306,20 +327,34 @@ mod tests {
     fn trees_from_filters_convert_like_text() {
         let text = r#"{"a":[1,-2,2.5,"x",{"b":null}],"c":true}"#;
         let tree: Value = serde_json::from_str(text).unwrap();
-        assert_eq!(from_json_value(&tree).unwrap(), from_json_text(text).unwrap());
+        assert_eq!(
+            from_json_value(&tree, MAX_NESTING).unwrap(),
+            from_json_text(text, MAX_NESTING).unwrap()
+        );
     }
 
     #[test]
     fn sizes_follow_dynamodb_rules() {
-        assert_eq!(from_json_text(r#""héllo""#).unwrap().size, 6);
-        assert_eq!(from_json_text("true").unwrap().size, 1);
+        assert_eq!(from_json_text(r#""héllo""#, MAX_NESTING).unwrap().size, 6);
+        assert_eq!(from_json_text("true", MAX_NESTING).unwrap().size, 1);
         // 5 significant digits: 3 bytes + 1.
-        assert_eq!(from_json_text("123.45").unwrap().size, 4);
-        assert_eq!(from_json_text("1000000").unwrap().size, 2);
+        assert_eq!(from_json_text("123.45", MAX_NESTING).unwrap().size, 4);
+        assert_eq!(from_json_text("1000000", MAX_NESTING).unwrap().size, 2);
         // Map: 3 + ("ab" 2 + "x" 1 + 1) = 7.
-        assert_eq!(from_json_text(r#"{"ab":"x"}"#).unwrap().size, 7);
+        assert_eq!(from_json_text(r#"{"ab":"x"}"#, MAX_NESTING).unwrap().size, 7);
         // List: 3 + (1 + 1) + (1 + 1) = 7.
-        assert_eq!(from_json_text("[true,null]").unwrap().size, 7);
-        assert_eq!(from_json_text("{}").unwrap().size, 3);
+        assert_eq!(from_json_text("[true,null]", MAX_NESTING).unwrap().size, 7);
+        assert_eq!(from_json_text("{}", MAX_NESTING).unwrap().size, 3);
+    }
+
+    #[test]
+    fn data_deeper_than_dynamodb_nests_is_refused() {
+        let nested = |levels: usize| format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+        assert!(from_json_text(&nested(3), 3).is_ok());
+        assert_eq!(from_json_text(&nested(4), 3), Err(DataError::TooDeep));
+        assert!(from_json_text("7", 0).is_ok());
+        let tree: Value = serde_json::from_str(&nested(4)).unwrap();
+        assert!(from_json_value(&tree, 4).is_ok());
+        assert_eq!(from_json_value(&tree, 3), Err(DataError::TooDeep));
     }
 }

@@ -24,7 +24,7 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use eventstash_plugin_api::{Event, FieldTemplate, Payload};
 
-use crate::attribute_value::{self, Converted, DataError};
+use crate::attribute_value::{self, Converted, DataError, MAX_NESTING};
 
 /// DynamoDB's largest item, names and values included: 400 KB.
 pub(crate) const MAX_ITEM_BYTES: usize = 400 * 1024;
@@ -191,8 +191,8 @@ fn render_key(key: &KeyTemplate, event: &Event, limit: usize) -> Result<String, 
 /// the others, so that no event is dropped for what it carries.
 fn put_payload(attributes: &mut Attributes, payload: &Payload) -> Result<(), ItemError> {
     match payload {
-        Payload::Json(raw) => attributes.put(DATA, attribute_value::from_json_text(raw.get())?),
-        Payload::Value(value) => attributes.put(DATA, attribute_value::from_json_value(value)?),
+        Payload::Json(raw) => attributes.put(DATA, attribute_value::from_json_text(raw.get(), MAX_NESTING)?),
+        Payload::Value(value) => attributes.put(DATA, attribute_value::from_json_value(value, MAX_NESTING)?),
         Payload::InvalidJson { plain, raw } => {
             attributes.put(PLAIN, attribute_value::string(plain.clone()));
             if let Some(raw) = raw {

@@ -23,7 +23,7 @@ use crate::index_template::IndexTemplate;
 use crate::sink::ElasticsearchOutput;
 
 /// The options of the Elasticsearch output.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ElasticsearchOutputConfig {
     /// The nodes to send requests to, round-robin: `http://` or `https://`
@@ -53,8 +53,13 @@ pub struct ElasticsearchOutputConfig {
     pub user: Option<String>,
     /// Password for basic authentication.
     pub password: Option<String>,
+    /// A file holding the password (a mounted secret); its trailing line
+    /// break is not part of it. Instead of `password`.
+    pub password_file: Option<PathBuf>,
     /// API key, either `id:key` or the base64 form Kibana shows.
     pub api_key: Option<String>,
+    /// A file holding the API key. Instead of `api_key`.
+    pub api_key_file: Option<PathBuf>,
     /// PEM file of the CA(s) that signed the cluster's certificate, trusted
     /// in addition to the built-in roots.
     pub ca_file: Option<PathBuf>,
@@ -86,7 +91,9 @@ impl Default for ElasticsearchOutputConfig {
             template_overwrite: false,
             user: None,
             password: None,
+            password_file: None,
             api_key: None,
+            api_key_file: None,
             ca_file: None,
             tls_skip_verify: false,
             gzip: false,
@@ -94,6 +101,65 @@ impl Default for ElasticsearchOutputConfig {
             dead_letter_path: None,
             retry_initial_backoff_ms: 100,
             retry_max_backoff_ms: 10_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for ElasticsearchOutputConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets stay out of logs and `validate` output.
+        let redacted = |secret: &Option<String>| secret.as_ref().map(|_| "<redacted>");
+        f.debug_struct("ElasticsearchOutputConfig")
+            .field("hosts", &self.hosts)
+            .field("index", &self.index)
+            .field("document_id", &self.document_id)
+            .field("action", &self.action)
+            .field("manage_template", &self.manage_template)
+            .field("template", &self.template)
+            .field("template_name", &self.template_name)
+            .field("template_overwrite", &self.template_overwrite)
+            .field("user", &self.user)
+            .field("password", &redacted(&self.password))
+            .field("password_file", &self.password_file)
+            .field("api_key", &redacted(&self.api_key))
+            .field("api_key_file", &self.api_key_file)
+            .field("ca_file", &self.ca_file)
+            .field("tls_skip_verify", &self.tls_skip_verify)
+            .field("gzip", &self.gzip)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("dead_letter_path", &self.dead_letter_path)
+            .field("retry_initial_backoff_ms", &self.retry_initial_backoff_ms)
+            .field("retry_max_backoff_ms", &self.retry_max_backoff_ms)
+            .finish()
+    }
+}
+
+/// A secret given as `key` or read from the file `file_key` names (without
+/// its trailing line break); not both.
+fn secret(
+    key: &'static str,
+    value: &Option<String>,
+    file_key: &'static str,
+    file: &Option<PathBuf>,
+) -> Result<Option<String>, ElasticsearchOutputError> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(invalid(
+            file_key,
+            format!("cannot be combined with `{key}`: choose one"),
+        )),
+        (Some(value), None) => Ok(Some(value.clone())),
+        (None, None) => Ok(None),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|error| ElasticsearchOutputError::ReadFile {
+                key: file_key,
+                path: path.clone(),
+                error,
+            })?;
+            let text = text.trim_end_matches(['\n', '\r']);
+            if text.is_empty() {
+                return Err(invalid(file_key, format!("{} is empty", path.display())));
+            }
+            Ok(Some(text.to_owned()))
         }
     }
 }
@@ -121,6 +187,8 @@ impl ElasticsearchOutputConfig {
         unset_if_empty(&mut self.user);
         unset_if_empty(&mut self.password);
         unset_if_empty(&mut self.api_key);
+        unset_if_empty(&mut self.password_file);
+        unset_if_empty(&mut self.api_key_file);
         unset_if_empty(&mut self.ca_file);
         unset_if_empty(&mut self.dead_letter_path);
         self.hosts = self
@@ -198,7 +266,9 @@ impl ElasticsearchOutputConfig {
     }
 
     fn credentials(&self) -> Result<Option<Credentials>, ElasticsearchOutputError> {
-        match (&self.user, &self.password, &self.api_key) {
+        let password = secret("password", &self.password, "password_file", &self.password_file)?;
+        let api_key = secret("api_key", &self.api_key, "api_key_file", &self.api_key_file)?;
+        match (&self.user, &password, &api_key) {
             (None, None, None) => Ok(None),
             (Some(user), Some(password), None) => Ok(Some(Credentials::Basic(user.clone(), password.clone()))),
             (None, None, Some(key)) => Ok(Some(match key.split_once(':') {
@@ -414,6 +484,33 @@ mod tests {
         let config = parse(r#"{"api_key": "aWQ6c2VjcmV0"}"#);
         assert!(matches!(config.credentials(), Ok(Some(Credentials::EncodedApiKey(_)))));
         assert!(parse(r#"{"user": "u", "password": "p"}"#).build(&ctx()).is_ok());
+    }
+
+    #[test]
+    fn secrets_may_come_from_files_and_never_show_in_debug_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let config = parse(&format!(
+            r#"{{"user": "u", "password_file": {:?}}}"#,
+            file.display().to_string()
+        ));
+        assert!(matches!(
+            config.credentials(),
+            Ok(Some(Credentials::Basic(user, password))) if user == "u" && password == "s3cret"
+        ));
+        let both = parse(&format!(
+            r#"{{"user": "u", "password": "p", "password_file": {:?}}}"#,
+            file.display().to_string()
+        ));
+        assert!(both.credentials().is_err());
+        let missing = parse(r#"{"api_key_file": "/nonexistent/key"}"#);
+        assert!(missing.credentials().is_err());
+        let shown = format!(
+            "{:?}",
+            parse(r#"{"user": "u", "password": "hunter2", "api_key": "id:key2"}"#)
+        );
+        assert!(!shown.contains("hunter2") && !shown.contains("key2"), "{shown}");
     }
 
     #[test]

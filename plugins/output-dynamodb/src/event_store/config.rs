@@ -9,7 +9,7 @@ use std::time::Duration;
 use eventstash_plugin_api::{Backoff, PluginContext};
 use serde::Deserialize;
 
-use crate::client::ConnectionOptions;
+use crate::client::{ConnectionOptions, read_ca_file};
 use crate::config::check_table_name;
 use crate::error::DynamoDbOutputError;
 use crate::event_store::store::{DynamoDbEventStore, RetrySettings, StoreTables};
@@ -42,6 +42,10 @@ pub struct DynamoDbEventStoreConfig {
     /// The session token of temporary static credentials.
     #[serde(default)]
     pub session_token: String,
+    /// PEM file of CAs trusted besides the system's, for an HTTPS endpoint
+    /// signed by a private CA.
+    #[serde(default)]
+    pub ca_file: String,
     /// Create both tables (and the index) at start if they are missing.
     #[serde(default)]
     pub create_table: bool,
@@ -72,6 +76,7 @@ impl std::fmt::Debug for DynamoDbEventStoreConfig {
             .field("region", &self.region)
             .field("endpoint_url", &self.endpoint_url)
             .field("access_key_id", &self.access_key_id)
+            .field("ca_file", &self.ca_file)
             .field("create_table", &self.create_table)
             .finish_non_exhaustive()
     }
@@ -115,7 +120,7 @@ impl DynamoDbEventStoreConfig {
         if self.aggregates_table == self.change_sets_table {
             return Err(invalid("change_sets_table", "must differ from `aggregates_table`"));
         }
-        let connection = ConnectionOptions {
+        let mut connection = ConnectionOptions {
             table: &self.change_sets_table,
             region: &self.region,
             endpoint_url: &self.endpoint_url,
@@ -127,6 +132,16 @@ impl DynamoDbEventStoreConfig {
         }
         .check()
         .map_err(|(key, problem)| invalid(key, problem))?;
+        if !self.ca_file.is_empty() {
+            let pem = read_ca_file(&self.ca_file).map_err(|reason| DynamoDbOutputError::CaFile {
+                path: self.ca_file.clone(),
+                reason,
+            })?;
+            connection.ca_pem = Some(pem);
+        }
+        if self.retry_timeout_ms == 0 {
+            return Err(invalid("retry_timeout_ms", "must be at least 1"));
+        }
         if self.retry_initial_backoff_ms == 0 {
             return Err(invalid("retry_initial_backoff_ms", "must be at least 1"));
         }
@@ -185,6 +200,8 @@ mod tests {
             ("change_sets_table = \"aggregates\"", "change_sets_table"),
             ("endpoint_url = \"localhost:8000\"", "endpoint_url"),
             ("any_version_attempts = 0", "any_version_attempts"),
+            ("retry_timeout_ms = 0", "retry_timeout_ms"),
+            ("ca_file = \"/nonexistent/ca.pem\"", "ca_file"),
         ] {
             let error = parse(text).build(&PluginContext::new("main", "store")).unwrap_err();
             assert!(error.to_string().contains(&format!("`{key}`")), "{text}: {error}");

@@ -104,6 +104,10 @@ pub(crate) fn events_attribute(events: &[Event]) -> Result<AttributeValue, Event
     Ok(AttributeValue::L(maps))
 }
 
+/// The levels of lists and maps an event's `data` may use: the `Events`
+/// list and the event's map take two of DynamoDB's 32.
+const DATA_NESTING: usize = attribute_value::MAX_NESTING - 2;
+
 /// One event as a map in the document shape.
 fn event_map(event: &Event) -> Result<Converted, attribute_value::DataError> {
     let mut fields = HashMap::with_capacity(7);
@@ -116,8 +120,8 @@ fn event_map(event: &Event) -> Result<Converted, attribute_value::DataError> {
     put("kind", attribute_value::string(event.kind.clone()));
     put("format", attribute_value::string(event.format.as_str().to_owned()));
     match &event.payload {
-        Payload::Json(raw) => put("data", attribute_value::from_json_text(raw.get())?),
-        Payload::Value(value) => put("data", attribute_value::from_json_value(value)?),
+        Payload::Json(raw) => put("data", attribute_value::from_json_text(raw.get(), DATA_NESTING)?),
+        Payload::Value(value) => put("data", attribute_value::from_json_value(value, DATA_NESTING)?),
         Payload::InvalidJson { plain, raw } => {
             put("plain", attribute_value::string(plain.clone()));
             if let Some(raw) = raw {

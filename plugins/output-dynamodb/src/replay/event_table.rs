@@ -131,11 +131,13 @@ pub(crate) fn event_from_item(item: &Item, sort_key: &str) -> Result<Event, Stri
         invalid_proto: flag("InvalidProto"),
     }
     .into_payload();
-    Ok(Event::with_payload(
+    let mut event = Event::with_payload(
         format,
         payload,
         text(TYPE).unwrap_or_default(),
         text("Id").unwrap_or_default(),
         received_at,
-    ))
+    );
+    event.source = text(SOURCE);
+    Ok(event)
 }
