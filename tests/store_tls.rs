@@ -207,3 +207,76 @@ print(db.scan(TableName="tls-events", Select="COUNT")["Count"])
     let stdout = run_ok(Command::new(python()).args(["-c", script, &url, &ca_path]));
     assert_eq!(stdout.trim(), "30");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_over_https_with_a_ca_file_carries_every_event_both_ways() {
+    let ca = TestCa::new("sqs CA");
+    let moto = TlsMoto::start(&ca.server());
+    let url = format!("https://localhost:{}", moto.port);
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_path = ca_dir.path().join("ca.crt");
+    write_file(&ca_path, &ca.pem());
+    let boto = |script: &str, args: &[&str]| {
+        let prelude = r#"
+import sys, boto3
+sqs = boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1", verify=sys.argv[2],
+                   aws_access_key_id="test", aws_secret_access_key="test")
+"#;
+        let mut command = Command::new(python());
+        command
+            .args([
+                "-c",
+                &format!("{prelude}{script}"),
+                &url,
+                &ca_path.display().to_string(),
+            ])
+            .args(args);
+        run_ok(&mut command)
+    };
+    boto(r#"sqs.create_queue(QueueName="tls-events")"#, &[]);
+
+    // A front agent sends over HTTPS...
+    let output = format!(
+        "type = \"sqs\"\nqueue_url = \"tls-events\"\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\n\
+         ca_file = \"tls/ca.crt\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\""
+    );
+    let front = agent_with_output(&output, vec![("tls/ca.crt".to_owned(), ca.pem())], Vec::new());
+    let mut client = front.client().await;
+    store_ok(
+        &mut client,
+        (0..20).map(|n| json_event("sqs-", n, "tls.Queue", "{}")).collect(),
+    )
+    .await;
+    let depth = boto(
+        r#"print(sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName="tls-events")["QueueUrl"],
+      AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])"#,
+        &[],
+    );
+    assert_eq!(depth.trim(), "20");
+
+    // ...and a store agent receives over HTTPS and stores them in files
+    // (its gRPC input only answers the test's health checks).
+    let config = format!(
+        "[pipeline]\nshutdown_timeout_ms = 3000\n[[inputs]]\ntype = \"grpc\"\nbind = \"127.0.0.1:{{port}}\"\n\
+         [[inputs]]\ntype = \"sqs\"\nqueue_url = \"tls-events\"\n\
+         region = \"us-east-1\"\nendpoint_url = \"{url}\"\nca_file = \"tls/ca.crt\"\naccess_key_id = \"test\"\n\
+         secret_access_key = \"test\"\nwait_time_seconds = 1\n[[outputs]]\ntype = \"file\"\npath = \"events/%{{index}}.jsonl\"\n"
+    );
+    let mut options = AgentOptions::new(&config);
+    options.files = vec![("tls/ca.crt".to_owned(), ca.pem())];
+    let store = Agent::start(options);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stored = store.path("events/tls-queue.jsonl");
+    loop {
+        let lines = std::fs::read_to_string(&stored).map_or(0, |text| text.lines().count());
+        if lines == 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{lines} of 20 events stored: {}",
+            store.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

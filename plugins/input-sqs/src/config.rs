@@ -50,6 +50,10 @@ pub struct SqsInputConfig {
     /// The session token of temporary static credentials.
     #[serde(default)]
     pub session_token: String,
+    /// PEM file of CAs trusted besides the system's, for an `https://`
+    /// endpoint signed by a private CA.
+    #[serde(default)]
+    pub ca_file: String,
     /// Long-polling loops, each with one `ReceiveMessage` in flight.
     #[serde(default = "defaults::pollers")]
     pub pollers: usize,
@@ -89,6 +93,7 @@ impl std::fmt::Debug for SqsInputConfig {
             .field("endpoint_url", &self.endpoint_url)
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &redacted(&self.secret_access_key))
+            .field("ca_file", &self.ca_file)
             .field("session_token", &redacted(&self.session_token))
             .field("pollers", &self.pollers)
             .field("max_messages", &self.max_messages)
@@ -173,6 +178,15 @@ impl SqsInputConfig {
                 session_token: non_empty(&self.session_token),
             }),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            ca_pem: match self.ca_file.as_str() {
+                "" => None,
+                path => Some(
+                    eventstash_support_aws::read_ca_file(path).map_err(|reason| SqsInputError::CaFile {
+                        path: path.to_owned(),
+                        reason,
+                    })?,
+                ),
+            },
         })
     }
 

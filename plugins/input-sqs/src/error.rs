@@ -3,6 +3,14 @@
 /// What went wrong in the SQS input.
 #[derive(Debug, thiserror::Error)]
 pub enum SqsInputError {
+    /// `ca_file` cannot be read or holds no PEM certificate.
+    #[error("sqs option `ca_file` = {path}: {reason}")]
+    CaFile {
+        /// The path as written.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An option has a value the input cannot work with.
     #[error("sqs input option `{key}` {problem}")]
     InvalidOption {

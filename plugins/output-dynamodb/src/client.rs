@@ -23,9 +23,6 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::{Credentials, Region};
-use aws_smithy_http_client::tls;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject as _;
 use tracing::{error, info};
 
 /// The region used when neither the options nor the chain name one.
@@ -138,17 +135,8 @@ pub(crate) async fn connect(settings: &ConnectionSettings, plugin: &str) -> Clie
         loader = loader.endpoint_url(url);
     }
     if let Some(pem) = &settings.ca_pem {
-        match tls::TlsContext::builder()
-            .with_trust_store(tls::TrustStore::default().with_pem_certificate(pem.clone()))
-            .build()
-        {
-            Ok(context) => {
-                let client = aws_smithy_http_client::Builder::new()
-                    .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
-                    .tls_context(context)
-                    .build_https();
-                loader = loader.http_client(client);
-            }
+        match eventstash_support_aws::https_client_trusting(pem) {
+            Ok(client) => loader = loader.http_client(client),
             Err(reason) => error!(output = plugin, %reason, "cannot use `ca_file`; trusting the system's CAs only"),
         }
     }
@@ -172,14 +160,4 @@ pub(crate) async fn connect(settings: &ConnectionSettings, plugin: &str) -> Clie
     Client::new(&config)
 }
 
-/// Reads `ca_file`: PEM text holding at least one certificate.
-pub(crate) fn read_ca_file(path: &str) -> Result<Vec<u8>, String> {
-    let pem = std::fs::read(path).map_err(|error| format!("cannot read it: {error}"))?;
-    let certificates = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| format!("not PEM certificates: {error}"))?;
-    if certificates.is_empty() {
-        return Err("holds no PEM `CERTIFICATE`".to_owned());
-    }
-    Ok(pem)
-}
+pub(crate) use eventstash_support_aws::read_ca_file;

@@ -19,6 +19,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::retry::RetryConfig;
 use aws_sdk_sqs::config::timeout::TimeoutConfig;
 use aws_sdk_sqs::config::{Credentials, Region};
+use tracing::error;
 
 /// The region used when neither the options, the chain nor the queue URL
 /// name one.
@@ -39,6 +40,8 @@ pub(crate) struct ConnectionSettings {
     pub(crate) static_credentials: Option<StaticCredentials>,
     /// The most one attempt of a request may take.
     pub(crate) request_timeout: Duration,
+    /// PEM certificates of CAs trusted besides the system's (`ca_file`).
+    pub(crate) ca_pem: Option<Vec<u8>>,
 }
 
 /// Credentials written in the pipeline file.
@@ -78,6 +81,12 @@ pub(crate) async fn connect(settings: &ConnectionSettings) -> (Client, String) {
         .timeout_config(timeouts);
     if let Some(url) = &settings.endpoint_url {
         loader = loader.endpoint_url(url);
+    }
+    if let Some(pem) = &settings.ca_pem {
+        match eventstash_support_aws::https_client_trusting(pem) {
+            Ok(client) => loader = loader.http_client(client),
+            Err(reason) => error!(%reason, "cannot use `ca_file`; trusting the system's CAs only"),
+        }
     }
     if let Some(credentials) = &settings.static_credentials {
         loader = loader.credentials_provider(Credentials::new(

@@ -51,6 +51,10 @@ pub struct SqsOutputConfig {
     /// The session token of temporary static credentials.
     #[serde(default)]
     pub session_token: String,
+    /// PEM file of CAs trusted besides the system's, for an `https://`
+    /// endpoint signed by a private CA.
+    #[serde(default)]
+    pub ca_file: String,
     /// The largest message, and the most one `SendMessageBatch` request
     /// carries; lowered to the queue's `MaximumMessageSize` if that is less.
     #[serde(default = "defaults::max_message_bytes")]
@@ -86,6 +90,7 @@ impl std::fmt::Debug for SqsOutputConfig {
             .field("endpoint_url", &self.endpoint_url)
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &redacted(&self.secret_access_key))
+            .field("ca_file", &self.ca_file)
             .field("session_token", &redacted(&self.session_token))
             .field("max_message_bytes", &self.max_message_bytes)
             .field("message_group_id", &self.message_group_id)
@@ -184,6 +189,15 @@ impl SqsOutputConfig {
                 session_token: non_empty(&self.session_token),
             }),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            ca_pem: match self.ca_file.as_str() {
+                "" => None,
+                path => Some(
+                    eventstash_support_aws::read_ca_file(path).map_err(|reason| SqsOutputError::CaFile {
+                        path: path.to_owned(),
+                        reason,
+                    })?,
+                ),
+            },
         })
     }
 

@@ -12,6 +12,14 @@ use eventstash_plugin_api::{DeadLetterError, TemplateError};
 /// What went wrong in the SQS output.
 #[derive(Debug, thiserror::Error)]
 pub enum SqsOutputError {
+    /// `ca_file` cannot be read or holds no PEM certificate.
+    #[error("sqs option `ca_file` = {path}: {reason}")]
+    CaFile {
+        /// The path as written.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An option has a value the output cannot work with.
     #[error("sqs output option `{key}` {problem}")]
     InvalidOption {
