@@ -187,6 +187,10 @@ fn main() -> ExitCode {
             init_logging(None);
             match config::expand_paths(&config).and_then(|files| config::load_all(&files)) {
                 Ok(pipelines) => {
+                    if let Err(error) = runtime.block_on(check_remotes(&pipelines)) {
+                        eprintln!("error: {error}");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
                     for p in pipelines {
                         println!(
                             "ok: {} (pipeline {:?}: {} input(s), {} filter(s), {} output(s))",
@@ -390,6 +394,29 @@ fn load_pipelines(patterns: &[String]) -> Option<Vec<config::PipelineConfig>> {
             None
         }
     }
+}
+
+/// How long `validate` waits for one plugin's remote check.
+const REMOTE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks each plugin what only its remote side can tell (a queue that must
+/// exist). A plugin that could not ask is noted on stderr, not an error.
+async fn check_remotes(pipelines: &[config::PipelineConfig]) -> Result<(), String> {
+    for p in pipelines {
+        let inputs = p.inputs.iter().map(|input| (&input.id, input.input.check()));
+        let outputs = p.outputs.iter().map(|output| (&output.id, output.output.check()));
+        let checks: Vec<_> = inputs.chain(outputs).collect();
+        for (id, check) in checks {
+            let place = format!("{}: {id}", p.file.display());
+            match tokio::time::timeout(REMOTE_CHECK_TIMEOUT, check).await {
+                Ok(Ok(None)) => {}
+                Ok(Ok(Some(note))) => eprintln!("warning: {place}: {note}"),
+                Ok(Err(error)) => return Err(format!("{place}: {error}")),
+                Err(_) => eprintln!("warning: {place}: no answer within {REMOTE_CHECK_TIMEOUT:?}; not checked"),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The store named `id`, or the only one; says what is wrong otherwise.

@@ -1,5 +1,6 @@
-"""moto_server, with TransactWriteItems' rollback backup made proportional
-to the transaction instead of to the tables.
+"""moto_server, with two costs that grow with the data made proportional to
+the request instead: TransactWriteItems' rollback backup, and the search
+for the message an SQS receipt handle deletes.
 
 moto (5.x) deep-copies every table a TransactWriteItems touches before it
 runs the transaction, so that it can put the tables back if a condition
@@ -10,6 +11,12 @@ the same items) in which only the partitions and items the transaction
 names are copies. A transaction can change no other item, so putting this backup
 back leaves the tables exactly as moto's own backup would. Everything else
 is moto's own code, run as `moto_server` with the same arguments.
+
+moto's SQS deletes a message by walking the whole queue twice and copying
+it, for every receipt handle: 20,000 messages took minutes to delete. Here
+the walk stops at the message that had the handle (usually near the front,
+since the oldest messages are handled first) and removes it in place; the
+outcome is the same.
 """
 
 import copy
@@ -21,6 +28,7 @@ from moto.dynamodb import models
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 from moto.server import main
+from moto.sqs import models as sqs_models
 
 _current = threading.local()
 
@@ -88,6 +96,22 @@ def _transact_write_items(self, transact_items):
 
 models.copy = _CopyModule()
 models.DynamoDBBackend.transact_write_items = _transact_write_items
+
+
+def _delete_message(self, receipt_handle):
+    if receipt_handle in self.deleted_messages:
+        # Already deleted: moto answers a second delete gracefully.
+        return
+    for position, message in enumerate(self._messages):
+        if message.had_receipt_handle(receipt_handle):
+            self.pending_messages.discard(message)
+            self.deleted_messages.update(message.all_receipt_handles)
+            del self._messages[position]
+            return
+    raise sqs_models.ReceiptHandleIsInvalid()
+
+
+sqs_models.Queue.delete_message = _delete_message
 
 if __name__ == "__main__":
     sys.argv[0] = "moto_server"

@@ -57,11 +57,20 @@ pub struct InputContext {
 
 /// A source of events.
 #[async_trait]
-pub trait Input: Send {
+pub trait Input: Send + Sync {
     /// Receives events until `ctx.shutdown` is cancelled and in-flight work
     /// is finished. An error ends the agent: an input that cannot run (its
     /// port is taken, say) must not leave a half-working pipeline.
     async fn run(self: Box<Self>, ctx: InputContext) -> Result<(), BoxError>;
+
+    /// Asks what only the remote side can tell, for `eventstash validate`:
+    /// a source that must exist (an SQS queue). One attempt, no retries.
+    /// `Ok(Some(note))`: it could not be asked (unreachable, no
+    /// credentials), which `validate` reports without failing. The
+    /// default has nothing to ask.
+    async fn check(&self) -> Result<Option<String>, BoxError> {
+        Ok(None)
+    }
 }
 
 /// A step that changes events between the pipeline queue and the outputs.
@@ -92,6 +101,11 @@ pub trait Output: Send + Sync {
     /// Flushes and releases resources after the last write.
     async fn close(&self) -> Result<(), BoxError> {
         Ok(())
+    }
+
+    /// As [`Input::check`]: a destination that must exist, for `validate`.
+    async fn check(&self) -> Result<Option<String>, BoxError> {
+        Ok(None)
     }
 }
 

@@ -26,7 +26,7 @@ use eventstash_plugin_api::{
     ExpectedVersion, Format, Input, InputContext, MAX_REPLAY_PAGE, MAX_VERSION, NewChangeSet, ReplayCursor,
     ReplayError, ReplayQuery, ReplayReader, ReplaySelector, ReplaySource, ReplayedEvent, ack_group, parse_timestamp,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -52,6 +52,10 @@ const SERVICE_NAME: &str = "hfx.v1.EventStore";
 const READ_PAGE: usize = 100;
 /// Messages a stream buffers ahead of a slow client.
 const STREAM_BUFFER: usize = 256;
+/// `Read` and `Replay` streams served at once by one input; each holds a
+/// page and its buffer, so this bounds their memory. Beyond it a new one
+/// gets RESOURCE_EXHAUSTED.
+const MAX_READ_STREAMS: usize = 64;
 /// Trailing metadata of a conflict: the aggregate's current version.
 const CURRENT_VERSION: &str = "x-current-version";
 /// Trailing metadata of a stored change set whose hand-off failed: its
@@ -139,6 +143,7 @@ impl EventStoreBackends {
             appends: ctx.appends.clone(),
             shutdown: ctx.shutdown.clone(),
             max_json_depth: ctx.max_json_depth,
+            readers: Arc::new(Semaphore::new(MAX_READ_STREAMS)),
         };
         routes.add_service(EventStoreServer::new(service).max_decoding_message_size(ctx.max_message_size))
     }
@@ -196,6 +201,8 @@ struct EventStoreService {
     shutdown: CancellationToken,
     /// Deepest nesting of a JSON payload stored as `data`.
     max_json_depth: usize,
+    /// Room for `Read` and `Replay` streams.
+    readers: Arc<Semaphore>,
 }
 
 type MessageStream<T> = ReceiverStream<Result<T, Status>>;
@@ -229,6 +236,7 @@ impl EventStoreRpc for EventStoreService {
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
         let producer = producer_of(&request).cloned();
         let store = self.store()?;
+        let reading = self.reader()?;
         let ReadRequest {
             aggregate_id,
             from_version,
@@ -255,6 +263,7 @@ impl EventStoreRpc for EventStoreService {
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            let _reading = reading;
             let mut next = Some(from_version);
             while let Some(version) = next {
                 let page = tokio::select! {
@@ -298,17 +307,31 @@ impl EventStoreRpc for EventStoreService {
         {
             return Err(read_denied(producer, kind));
         }
+        let reading = self.reader()?;
         let reader = source
             .open(query, cursor)
             .await
             .map_err(|error| replay_status(&error))?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(stream_replay(reader, sender, producer, self.shutdown.clone()));
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let _reading = reading;
+            stream_replay(reader, sender, producer, shutdown).await;
+        });
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 }
 
 impl EventStoreService {
+    /// Room for one more `Read` or `Replay` stream, held until it ends.
+    fn reader(&self) -> Result<OwnedSemaphorePermit, Status> {
+        self.readers.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{MAX_READ_STREAMS} Read and Replay streams are open on this agent; retry later"
+            ))
+        })
+    }
+
     fn store(&self) -> Result<Arc<dyn EventStore>, Status> {
         self.backends.store.clone().ok_or_else(|| {
             Status::unimplemented("this agent has no event store: its gRPC input names no `event_store`")

@@ -112,6 +112,23 @@ impl SqsInput {
 
 #[async_trait]
 impl Input for SqsInput {
+    async fn check(&self) -> Result<Option<String>, BoxError> {
+        let (client, place) = connect(&self.connection).await;
+        match find(&client, &self.queue).await {
+            Ok(_) => Ok(None),
+            Err(QueueProblem::Missing) => Err(SqsInputError::QueueMissing {
+                queue: self.queue.as_str().to_owned(),
+                place,
+            }
+            .into()),
+            Err(QueueProblem::Request(failure)) => Ok(Some(format!(
+                "sqs queue {} not checked ({place}): {}",
+                self.queue.as_str(),
+                failure.reason
+            ))),
+        }
+    }
+
     async fn run(self: Box<Self>, ctx: InputContext) -> Result<(), BoxError> {
         let plugin = ctx.context.plugin.clone();
         let (client, place) = connect(&self.connection).await;

@@ -139,6 +139,47 @@ pub(crate) fn from_json_value(value: &Value, levels: usize) -> Result<Converted,
     })
 }
 
+/// The SQS → Lambda design's `Data`: the members of `members` that
+/// JavaScript counts as true, each as the string its `toString()` gives
+/// (`null`, `""`, `0` and `false` are left out; an object is
+/// `[object Object]`, an array its elements joined by commas).
+pub(crate) fn lambda_strings(members: &serde_json::Map<String, Value>) -> Converted {
+    let mut size = CONTAINER_OVERHEAD;
+    let mut map = HashMap::with_capacity(members.len());
+    for (name, value) in members {
+        let truthy = match value {
+            Value::Null => false,
+            Value::Bool(flag) => *flag,
+            Value::Number(number) => number.as_f64().is_some_and(|n| n != 0.0 && !n.is_nan()),
+            Value::String(text) => !text.is_empty(),
+            Value::Array(_) | Value::Object(_) => true,
+        };
+        if truthy {
+            let field = string(js_string(value));
+            size += name.len() + field.size + ELEMENT_OVERHEAD;
+            map.insert(name.clone(), field.value);
+        }
+    }
+    converted(AttributeValue::M(map), size)
+}
+
+/// `String(value)` in JavaScript, for JSON values. Numbers are written as
+/// JavaScript writes them from 1e-6 to 1e21 (beyond, Rust's notation).
+fn js_string(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::Bool(flag) => flag.to_string(),
+        Value::Number(number) => match number.as_f64() {
+            Some(n) if n.fract() == 0.0 && n.abs() < 1e21 => format!("{n:.0}"),
+            Some(n) => n.to_string(),
+            None => number.to_string(),
+        },
+        Value::String(text) => text.clone(),
+        Value::Array(items) => items.iter().map(js_string).collect::<Vec<_>>().join(","),
+        Value::Object(_) => "[object Object]".to_owned(),
+    }
+}
+
 /// A string attribute and its size.
 pub(crate) fn string(text: String) -> Converted {
     let size = text.len();
@@ -356,5 +397,28 @@ mod tests {
         let tree: Value = serde_json::from_str(&nested(4)).unwrap();
         assert!(from_json_value(&tree, 4).is_ok());
         assert_eq!(from_json_value(&tree, 3), Err(DataError::TooDeep));
+    }
+
+    #[test]
+    fn the_lambdas_string_map_keeps_what_javascript_counts_as_true() {
+        let members = serde_json::json!({
+            "Name": "Microservice A", "Empty": "", "Zero": 0, "Count": 12, "Ratio": 0.5, "Big": 1.0e3,
+            "No": false, "Yes": true, "Nothing": null, "List": [1, "a", null], "Nested": {"a": 1}
+        });
+        let converted = lambda_strings(members.as_object().unwrap());
+        let AttributeValue::M(map) = converted.value else {
+            panic!()
+        };
+        let text = |name: &str| map[name].as_s().unwrap().as_str();
+        assert_eq!(text("Name"), "Microservice A");
+        assert_eq!(text("Count"), "12");
+        assert_eq!(text("Ratio"), "0.5");
+        assert_eq!(text("Big"), "1000");
+        assert_eq!(text("Yes"), "true");
+        assert_eq!(text("List"), "1,a,");
+        assert_eq!(text("Nested"), "[object Object]");
+        for left_out in ["Empty", "Zero", "No", "Nothing"] {
+            assert!(!map.contains_key(left_out), "{left_out}");
+        }
     }
 }

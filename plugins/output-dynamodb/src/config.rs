@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::client::{ConnectionOptions, ConnectionSettings, read_ca_file};
 use crate::error::DynamoDbOutputError;
-use crate::item::{BUILT_IN_ATTRIBUTES, ItemSchema, KeyTemplate};
+use crate::item::{BUILT_IN_ATTRIBUTES, DataFormat, DataSpec, ItemSchema, KeyTemplate};
 use crate::sink::{DynamoDbOutput, WriteSettings};
 
 /// The options of the DynamoDB output. (`Debug` is written by hand so that
@@ -64,6 +64,19 @@ pub struct DynamoDbOutputConfig {
     /// `{ Index = "%{index}" }`.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// The member of the document stored as `Data`, written as templates
+    /// name fields: `[data]` (default, the whole data) or a member of it,
+    /// such as `[data][data]` for a gateway message's own `data`. An event
+    /// without that member is stored without `Data`.
+    #[serde(default = "defaults::data_field")]
+    pub data_field: String,
+    /// How `Data` is written: `native` (default: maps, lists, numbers,
+    /// booleans as DynamoDB types) or `strings`, the SQS → Lambda design's
+    /// map: the members of an object, those JavaScript counts as false
+    /// (`null`, `""`, `0`, `false`) left out, the others as strings as
+    /// JavaScript's `toString()` writes them.
+    #[serde(default = "defaults::data_format")]
+    pub data_format: String,
     /// Create the table, with `Type-Index` and `Source-Index` and on-demand
     /// billing, if it does not exist.
     #[serde(default)]
@@ -128,6 +141,14 @@ mod defaults {
 
     pub(super) fn table() -> String {
         "event".to_owned()
+    }
+
+    pub(super) fn data_field() -> String {
+        "[data]".to_owned()
+    }
+
+    pub(super) fn data_format() -> String {
+        "native".to_owned()
     }
 
     pub(super) fn partition_key() -> KeyConfig {
@@ -205,12 +226,26 @@ impl DynamoDbOutputConfig {
             }
             attributes.push((name.clone(), template(&key, value)?));
         }
+        let data = DataSpec {
+            path: data_path(&self.data_field).ok_or_else(|| {
+                invalid(
+                    "data_field",
+                    "must be `[data]` or a member of it, such as `[data][data]`",
+                )
+            })?,
+            format: match self.data_format.as_str() {
+                "native" => DataFormat::Native,
+                "strings" => DataFormat::Strings,
+                _ => return Err(invalid("data_format", "must be `native` or `strings`")),
+            },
+        };
         Ok(ItemSchema {
             partition,
             sort,
             source,
             default_source: ctx.pipeline.clone(),
             attributes,
+            data,
         })
     }
 
@@ -282,6 +317,20 @@ fn key_template(key: &'static str, config: &KeyConfig) -> Result<KeyTemplate, Dy
     })
 }
 
+/// The path under `data` that `data_field` names: `[data]` → none,
+/// `[data][a][b]` → `a`, `b`.
+fn data_path(field: &str) -> Option<Vec<String>> {
+    let inner = field.strip_prefix('[')?.strip_suffix(']')?;
+    let mut segments = inner.split("][");
+    if segments.next()? != "data" {
+        return None;
+    }
+    let path: Vec<String> = segments.map(str::to_owned).collect();
+    path.iter()
+        .all(|segment| !segment.is_empty() && !segment.contains(['[', ']']))
+        .then_some(path)
+}
+
 fn template(key: &str, text: &str) -> Result<FieldTemplate, DynamoDbOutputError> {
     FieldTemplate::parse(text).map_err(|error| DynamoDbOutputError::Template {
         key: key.to_owned(),
@@ -319,6 +368,25 @@ mod tests {
         assert!(!config.create_table);
         assert_eq!(config.max_batches_in_flight, 4);
         assert!(config.build(&ctx()).is_ok());
+    }
+
+    #[test]
+    fn data_field_names_a_member_of_data_and_data_format_a_known_form() {
+        assert_eq!(data_path("[data]"), Some(vec![]));
+        assert_eq!(data_path("[data][data]"), Some(vec!["data".to_owned()]));
+        assert_eq!(data_path("[data][a][b]"), Some(vec!["a".to_owned(), "b".to_owned()]));
+        for bad in ["", "data", "[id]", "[data][]", "[data]x", "%{[data][data]}"] {
+            assert_eq!(data_path(bad), None, "{bad}");
+        }
+        let error = parse(r#"{"data_field": "[kind]"}"#).build(&ctx()).unwrap_err();
+        assert!(error.to_string().contains("`data_field`"), "{error}");
+        let error = parse(r#"{"data_format": "strngs"}"#).build(&ctx()).unwrap_err();
+        assert!(error.to_string().contains("`data_format`"), "{error}");
+        assert!(
+            parse(r#"{"data_field": "[data][data]", "data_format": "strings"}"#)
+                .build(&ctx())
+                .is_ok()
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use eventstash_plugin_api::{Event, FieldTemplate, Payload};
 
 use crate::attribute_value::{self, Converted, DataError, MAX_NESTING};
+use serde_json::value::RawValue;
 
 /// DynamoDB's largest item, names and values included: 400 KB.
 pub(crate) const MAX_ITEM_BYTES: usize = 400 * 1024;
@@ -65,6 +66,26 @@ pub(crate) struct ItemSchema {
     pub(crate) default_source: String,
     /// Extra string attributes.
     pub(crate) attributes: Vec<(String, FieldTemplate)>,
+    /// What of the data becomes `Data`, and how.
+    pub(crate) data: DataSpec,
+}
+
+/// The part of an event's data stored as `Data` and its form.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DataSpec {
+    /// Members to descend into from the data; empty: the whole data.
+    pub(crate) path: Vec<String>,
+    pub(crate) format: DataFormat,
+}
+
+/// How `Data` is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum DataFormat {
+    /// JSON as native DynamoDB types.
+    #[default]
+    Native,
+    /// The SQS → Lambda design's map of strings.
+    Strings,
 }
 
 /// An item's primary key, to find duplicates and unprocessed items.
@@ -135,7 +156,7 @@ impl ItemSchema {
         if !source.is_empty() {
             attributes.put(SOURCE, attribute_value::string(source));
         }
-        put_payload(&mut attributes, &event.payload)?;
+        put_payload(&mut attributes, &event.payload, &self.data)?;
         for (name, template) in &self.attributes {
             attributes.put(name, attribute_value::string(template.render(event)));
         }
@@ -187,12 +208,22 @@ fn render_key(key: &KeyTemplate, event: &Event, limit: usize) -> Result<String, 
     Ok(value)
 }
 
-/// `Data` for decoded payloads; the document's `plain`, `raw` and flags for
-/// the others, so that no event is dropped for what it carries.
-fn put_payload(attributes: &mut Attributes, payload: &Payload) -> Result<(), ItemError> {
+/// `Data` for decoded payloads (the member `spec` names, in its form); the
+/// document's `plain`, `raw` and flags for the others, so that no event is
+/// dropped for what it carries.
+fn put_payload(attributes: &mut Attributes, payload: &Payload, spec: &DataSpec) -> Result<(), ItemError> {
     match payload {
-        Payload::Json(raw) => attributes.put(DATA, attribute_value::from_json_text(raw.get(), MAX_NESTING)?),
-        Payload::Value(value) => attributes.put(DATA, attribute_value::from_json_value(value, MAX_NESTING)?),
+        Payload::Json(raw) => {
+            if let Some(value) = json_member(raw, &spec.path) {
+                attributes.put(DATA, data_text(value, spec.format)?);
+            }
+        }
+        Payload::Value(value) => {
+            let member = spec.path.iter().try_fold(value, |value, name| value.get(name));
+            if let Some(value) = member {
+                attributes.put(DATA, data_value(value, spec.format)?);
+            }
+        }
         Payload::InvalidJson { plain, raw } => {
             attributes.put(PLAIN, attribute_value::string(plain.clone()));
             if let Some(raw) = raw {
@@ -207,6 +238,32 @@ fn put_payload(attributes: &mut Attributes, payload: &Payload) -> Result<(), Ite
         }
     }
     Ok(())
+}
+
+/// The member at `path` of JSON text, itself as text.
+fn json_member<'a>(raw: &'a RawValue, path: &[String]) -> Option<&'a RawValue> {
+    path.iter().try_fold(raw, |raw, name| {
+        let members: HashMap<String, &RawValue> = serde_json::from_str(raw.get()).ok()?;
+        members.get(name).copied()
+    })
+}
+
+fn data_text(raw: &RawValue, format: DataFormat) -> Result<Converted, DataError> {
+    match format {
+        DataFormat::Native => attribute_value::from_json_text(raw.get(), MAX_NESTING),
+        DataFormat::Strings => match serde_json::from_str::<serde_json::Value>(raw.get()) {
+            Ok(value) => data_value(&value, format),
+            Err(_) => attribute_value::from_json_text(raw.get(), MAX_NESTING),
+        },
+    }
+}
+
+fn data_value(value: &serde_json::Value, format: DataFormat) -> Result<Converted, DataError> {
+    match (format, value) {
+        (DataFormat::Strings, serde_json::Value::Object(members)) => Ok(attribute_value::lambda_strings(members)),
+        // Only an object has members to keep; anything else stays whole.
+        _ => attribute_value::from_json_value(value, MAX_NESTING),
+    }
 }
 
 fn binary(bytes: &[u8]) -> Converted {
@@ -244,6 +301,7 @@ mod tests {
             source: Some(template("%{[data][service]}")),
             default_source: "main".into(),
             attributes: vec![("Index".into(), template("%{index}"))],
+            data: DataSpec::default(),
         }
     }
 
@@ -374,5 +432,30 @@ mod tests {
             error.to_string().starts_with("attribute `Data`: number 1e200"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn data_field_stores_one_member_natively_or_as_the_lambdas_strings() {
+        let message = br#"{"requestId":"r-1","timestamp":"2020-05-01T20:00:00Z","data":{"Name":"A","n":0,"ok":true}}"#;
+        let mut schema = schema();
+        schema.data.path = vec!["data".into()];
+        let item = schema.item(&event(Format::Json, message)).unwrap();
+        let data = attributes(&item)["Data"].as_m().unwrap();
+        assert_eq!(data["Name"].as_s().unwrap(), "A");
+        assert_eq!(data["n"].as_n().unwrap(), "0");
+        assert_eq!(data["ok"].as_bool().unwrap(), &true);
+
+        schema.data.format = DataFormat::Strings;
+        let item = schema.item(&event(Format::Json, message)).unwrap();
+        let data = attributes(&item)["Data"].as_m().unwrap();
+        assert_eq!(data["Name"].as_s().unwrap(), "A");
+        assert_eq!(data["ok"].as_s().unwrap(), "true");
+        assert!(!data.contains_key("n"), "0 is left out as the Lambda did");
+
+        // Without the member, the item has no `Data` (and nothing else is lost).
+        schema.data.path = vec!["missing".into()];
+        let item = schema.item(&event(Format::Json, message)).unwrap();
+        assert!(!attributes(&item).contains_key("Data"));
+        assert_eq!(attributes(&item)["RequestId"].as_s().unwrap(), "r-1");
     }
 }

@@ -237,6 +237,22 @@ impl SqsOutput {
 
 #[async_trait]
 impl Output for SqsOutput {
+    async fn check(&self) -> Result<Option<String>, BoxError> {
+        let (client, place) = connect(&self.connection).await;
+        let queue = self.queue.as_str();
+        match find(&client, &self.queue).await {
+            Ok(_) => Ok(None),
+            Err(QueueProblem::Missing) => Err(format!(
+                "sqs queue {queue} does not exist ({place}): create it, or fix `queue_url`, region or endpoint"
+            )
+            .into()),
+            Err(QueueProblem::Request(failure)) => Ok(Some(format!(
+                "sqs queue {queue} not checked ({place}): {}",
+                failure.reason
+            ))),
+        }
+    }
+
     async fn write(&self, batch: OutputBatch) -> Result<(), BoxError> {
         if batch.is_empty() {
             return Ok(());
