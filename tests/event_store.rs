@@ -679,3 +679,47 @@ read_kinds = ["*"]"#,
     }
     assert!(!agent.dir.path().join("events/order-paid.jsonl").exists());
 }
+
+/// The status `grpc.health.v1` gives `service`.
+async fn service_status(agent: &support::Agent, service: &str) -> i32 {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", agent.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let request = HealthCheckRequest {
+        service: service.to_owned(),
+    };
+    health.check(request).await.unwrap().into_inner().status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_store_service_is_not_serving_until_its_tables_are_ready() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    // A store no request reaches: the agent serves StoreEvent, not appends.
+    let unreachable = support::free_port();
+    let tables = StoreTables::new("health");
+    let config = format!(
+        "[[inputs]]\ntype = \"grpc\"\nbind = \"127.0.0.1:{{port}}\"\nevent_store = \"store\"\n{}\n{FILE_OUTPUT}",
+        tables.toml(&format!("http://127.0.0.1:{unreachable}"))
+    );
+    let mut options = support::AgentOptions::new(&config);
+    options.env = aws_env();
+    let agent = tokio::task::block_in_place(|| support::Agent::start(options));
+    assert_eq!(service_status(&agent, "").await, ServingStatus::Serving as i32);
+    assert_eq!(
+        service_status(&agent, "hfx.v1.EventStore").await,
+        ServingStatus::NotServing as i32
+    );
+
+    // With its tables in reach, it turns SERVING.
+    let ready = start_agent(&StoreTables::new("health-ready"), &[], FILE_OUTPUT).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while service_status(&ready, "hfx.v1.EventStore").await != ServingStatus::Serving as i32 {
+        assert!(Instant::now() < deadline, "never SERVING:\n{}", ready.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

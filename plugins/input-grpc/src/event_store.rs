@@ -127,15 +127,18 @@ pub(crate) struct ServeContext<'a> {
 
 impl EventStoreBackends {
     /// Adds the service to `routes`, mirrors the agent's health under its
-    /// name, and readies the store (its tables) in the background.
+    /// name (NOT_SERVING until the store is ready), and readies the store
+    /// (its tables) in the background.
     pub(crate) fn serve_on(self, routes: Routes, ctx: ServeContext<'_>) -> Routes {
+        let (store_ready, ready_now) = tokio::sync::watch::channel(self.store.is_none());
         tokio::spawn(report_health(
             ctx.health.clone(),
             ctx.serving.clone(),
+            ready_now,
             ctx.shutdown.clone(),
         ));
         if let Some(store) = &self.store {
-            tokio::spawn(ready(store.clone(), ctx.shutdown.clone()));
+            tokio::spawn(ready(store.clone(), store_ready, ctx.shutdown.clone()));
         }
         let service = EventStoreService {
             backends: self,
@@ -151,11 +154,15 @@ impl EventStoreBackends {
 
 /// Sets up the store at start (its tables), retrying until it works, so
 /// that the first append does not pay for it.
-async fn ready(store: Arc<dyn EventStore>, shutdown: CancellationToken) {
+async fn ready(store: Arc<dyn EventStore>, store_ready: tokio::sync::watch::Sender<bool>, shutdown: CancellationToken) {
     let mut backoff = eventstash_plugin_api::Backoff::default();
     loop {
         match store.ready().await {
-            Ok(()) => return,
+            Ok(()) => {
+                info!("event store ready");
+                store_ready.send_replace(true);
+                return;
+            }
             Err(error) => warn!(%error, "event store not ready; appends fail until it is"),
         }
         tokio::select! {
@@ -165,15 +172,19 @@ async fn ready(store: Arc<dyn EventStore>, shutdown: CancellationToken) {
     }
 }
 
-/// Mirrors the agent's health as `hfx.v1.EventStore`, NOT_SERVING from the
-/// start of the drain.
+/// Mirrors the agent's health as `hfx.v1.EventStore`, NOT_SERVING until the
+/// store is ready (its tables exist) and from the start of the drain.
 async fn report_health(
     health: HealthReporter,
     mut serving: tokio::sync::watch::Receiver<bool>,
+    mut store_ready: tokio::sync::watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) {
+    // Readying ends (ready, or shutdown) by dropping its sender.
+    let mut readying = true;
     loop {
-        let status = if *serving.borrow_and_update() && !shutdown.is_cancelled() {
+        let up = *serving.borrow_and_update() && *store_ready.borrow_and_update();
+        let status = if up && !shutdown.is_cancelled() {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing
@@ -181,6 +192,7 @@ async fn report_health(
         health.set_service_status(SERVICE_NAME, status).await;
         tokio::select! {
             changed = serving.changed() => if changed.is_err() { return },
+            changed = store_ready.changed(), if readying => readying = changed.is_ok(),
             () = shutdown.cancelled() => {
                 health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
                 return;
