@@ -136,7 +136,13 @@ async fn tokens_missing_or_wrong_are_unauthenticated_and_the_right_one_names_the
         "tokens.toml".to_owned(),
         tokens_file(&[("billing", "s3cret-billing", "")]),
     ));
-    let agent = tls_agent(&format!("{TLS}\n{TOKENS}"), files, &ClientTls::ca());
+    // A `[metrics]` table after the input's keys, to count the refusals.
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let agent = tls_agent(
+        &format!("{TLS}\n{TOKENS}\n[metrics]\nbind = \"{metrics}\""),
+        files,
+        &ClientTls::ca(),
+    );
     let tls = Some(ClientTls::ca());
 
     for token in [None, Some("wrong-token")] {
@@ -158,6 +164,14 @@ async fn tokens_missing_or_wrong_are_unauthenticated_and_the_right_one_names_the
     assert_eq!(documents.len(), 2, "only the authenticated stream is stored");
     assert!(documents.iter().all(|doc| doc["source"] == "billing"));
     assert!(!agent.log().contains("s3cret-billing"), "a token reached the log");
+    let (_, text) = http_get(metrics, "/metrics");
+    let refused = text
+        .lines()
+        .find(|line| {
+            line.starts_with("eventstash_grpc_requests_refused_total{") && line.contains(r#"code="UNAUTHENTICATED""#)
+        })
+        .unwrap_or_else(|| panic!("no refused-requests series:\n{text}"));
+    assert!(refused.ends_with(" 2"), "{refused}");
 }
 
 #[tokio::test]

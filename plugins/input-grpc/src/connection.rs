@@ -36,11 +36,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use eventstash_plugin_api::LogThrottle;
+use eventstash_plugin_api::{LogThrottle, PluginContext};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http2;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use metrics::{Counter, counter};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
@@ -90,6 +91,41 @@ pub(crate) struct ConnectionContext {
     security: Security,
     /// Failed TLS handshakes are logged once per interval.
     handshake_log: LogThrottle,
+    /// Requests refused by [`crate::auth`], by status.
+    refused: RefusedRequests,
+}
+
+/// Metric name of refused requests.
+const REQUESTS_REFUSED: &str = "eventstash_grpc_requests_refused_total";
+
+/// Requests the input refused before reading them, by status code.
+struct RefusedRequests {
+    unauthenticated: Counter,
+    permission_denied: Counter,
+}
+
+impl RefusedRequests {
+    fn new(context: &PluginContext) -> RefusedRequests {
+        let counter = |code: &'static str| {
+            counter!(
+                REQUESTS_REFUSED,
+                "pipeline" => context.pipeline.clone(),
+                "plugin" => context.plugin.clone(),
+                "code" => code
+            )
+        };
+        RefusedRequests {
+            unauthenticated: counter("UNAUTHENTICATED"),
+            permission_denied: counter("PERMISSION_DENIED"),
+        }
+    }
+
+    fn count(&self, status: &Status) {
+        match status.code() {
+            tonic::Code::Unauthenticated => self.unauthenticated.increment(1),
+            _ => self.permission_denied.increment(1),
+        }
+    }
 }
 
 impl ConnectionContext {
@@ -100,6 +136,7 @@ impl ConnectionContext {
         closing: CancellationToken,
         abort: CancellationToken,
         security: Security,
+        plugin: &PluginContext,
     ) -> ConnectionContext {
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
@@ -120,6 +157,7 @@ impl ConnectionContext {
             abort,
             security,
             handshake_log: LogThrottle::new(HANDSHAKE_LOG_INTERVAL),
+            refused: RefusedRequests::new(plugin),
         }
     }
 }
@@ -260,6 +298,7 @@ async fn handle(
         Ok(None) => {}
         // Refused before the body is read: it takes no room in the budget.
         Err(status) => {
+            context.refused.count(&status);
             let response = status.into_http::<tonic::body::Body>();
             return Ok(response.map(|body| CountedBody { body, _open: open }));
         }

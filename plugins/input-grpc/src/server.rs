@@ -124,6 +124,7 @@ impl GrpcInput {
             closing.clone(),
             abort.clone(),
             security.clone(),
+            &ctx.context,
         ));
         let input = ctx.context.plugin.clone();
         info!(%input, %addr, max_connections = limits.max_connections, max_inflight_bytes = limits.max_inflight_bytes, "gRPC input listening");
