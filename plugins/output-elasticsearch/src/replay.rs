@@ -111,11 +111,15 @@ fn index_pattern(template: &str, kind: &str) -> String {
     pattern
 }
 
-/// Where a replay resumes: the sort values of the last event sent.
+/// Where a replay resumes: the sort values of the last event sent, and the
+/// kind replayed, so that a cursor cannot position another kind's replay.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Position {
     after: Vec<Value>,
+    /// Absent in cursors of earlier versions, which are taken as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
 }
 
 #[async_trait]
@@ -141,6 +145,11 @@ impl ReplaySource for ElasticsearchReplay {
                 let position: Position = cursor.decode()?;
                 if position.after.len() != 2 {
                     return Err(ReplayError::BadCursor("not a cursor of this store".to_owned()));
+                }
+                if position.kind.as_ref().is_some_and(|replayed| replayed != kind) {
+                    return Err(ReplayError::BadCursor(
+                        "a cursor of a replay of another kind".to_owned(),
+                    ));
                 }
                 Some(position.after)
             }
@@ -307,6 +316,7 @@ impl ReplayReader for ElasticsearchReader {
             for hit in page.hits.hits {
                 let cursor = ReplayCursor::encode(&Position {
                     after: hit.sort.clone(),
+                    kind: Some(self.kind.clone()),
                 });
                 self.after = Some(hit.sort);
                 let event = Event::from_document(hit.source.get())
@@ -414,5 +424,23 @@ mod tests {
             body["query"]["bool"]["filter"][1]["range"]["@timestamp"]["gte"],
             "1970-01-01T00:00:00.000Z"
         );
+    }
+
+    #[tokio::test]
+    async fn a_cursor_of_another_kinds_replay_is_refused_before_any_request() {
+        let config: ElasticsearchOutputConfig = serde_json::from_str(r#"{"hosts": ["http://127.0.0.1:1"]}"#).unwrap();
+        let replay = config.build_replay(&PluginContext::new("main", "es")).unwrap();
+        let query = |kind: &str| ReplayQuery {
+            selector: ReplaySelector::Kind(kind.into()),
+            from: None,
+            until: None,
+            page_size: 10,
+        };
+        let cursor = ReplayCursor::encode(&Position {
+            after: vec![Value::from(1), Value::from("e-1")],
+            kind: Some("billing.Invoice".into()),
+        });
+        let refused = replay.open(query("contact.AddressBook"), Some(cursor)).await;
+        assert!(matches!(refused, Err(ReplayError::BadCursor(_))));
     }
 }
