@@ -19,15 +19,14 @@
 //! DynamoDB design, and anything else, kept and flagged.
 #![warn(missing_docs, unreachable_pub)]
 
-mod client;
 mod config;
 mod decode;
 mod error;
 mod input;
 mod poller;
-mod queue;
-mod retry;
 mod settle;
+
+use eventstash_support_aws::sqs::{client, queue, retry};
 
 pub use config::SqsInputConfig;
 pub use error::SqsInputError;

@@ -12,7 +12,7 @@ use bytesize::ByteSize;
 use eventstash_plugin_api::{Backoff, DeadLetterFile, FieldTemplate, PluginContext};
 use serde::Deserialize;
 
-use crate::client::{ConnectionSettings, StaticCredentials};
+use crate::client::{ConnectionOptions, ConnectionSettings, OptionProblem};
 use crate::error::SqsOutputError;
 use crate::message::MessageSchema;
 use crate::queue::QueueRef;
@@ -163,41 +163,18 @@ impl SqsOutputConfig {
     }
 
     fn connection_settings(&self, queue: &QueueRef) -> Result<ConnectionSettings, SqsOutputError> {
-        let url = &self.endpoint_url;
-        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(invalid(
-                "endpoint_url",
-                "must start with http:// or https:// (or be empty for the AWS default)",
-            ));
-        }
-        if self.access_key_id.is_empty() != self.secret_access_key.is_empty() {
-            return Err(invalid(
-                "access_key_id",
-                "and `secret_access_key` go together: set both, or neither to use the AWS chain",
-            ));
-        }
-        if self.request_timeout_ms == 0 {
-            return Err(invalid("request_timeout_ms", "must be at least 1"));
-        }
-        Ok(ConnectionSettings {
-            region: non_empty(&self.region),
-            url_region: queue.url_region(),
-            endpoint_url: non_empty(&self.endpoint_url),
-            static_credentials: non_empty(&self.access_key_id).map(|access_key_id| StaticCredentials {
-                access_key_id,
-                secret_access_key: self.secret_access_key.clone(),
-                session_token: non_empty(&self.session_token),
-            }),
-            request_timeout: Duration::from_millis(self.request_timeout_ms),
-            ca_pem: match self.ca_file.as_str() {
-                "" => None,
-                path => Some(
-                    eventstash_support_aws::read_ca_file(path).map_err(|reason| SqsOutputError::CaFile {
-                        path: path.to_owned(),
-                        reason,
-                    })?,
-                ),
-            },
+        let options = ConnectionOptions {
+            region: &self.region,
+            endpoint_url: &self.endpoint_url,
+            access_key_id: &self.access_key_id,
+            secret_access_key: &self.secret_access_key,
+            session_token: &self.session_token,
+            ca_file: &self.ca_file,
+            request_timeout_ms: self.request_timeout_ms,
+        };
+        options.check(queue).map_err(|problem| match problem {
+            OptionProblem::Invalid { key, problem } => invalid(key, problem),
+            OptionProblem::CaFile { path, reason } => SqsOutputError::CaFile { path, reason },
         })
     }
 
@@ -230,10 +207,6 @@ impl SqsOutputConfig {
 
 fn invalid(key: &'static str, problem: &'static str) -> SqsOutputError {
     SqsOutputError::InvalidOption { key, problem }
-}
-
-fn non_empty(text: &str) -> Option<String> {
-    (!text.is_empty()).then(|| text.to_owned())
 }
 
 #[cfg(test)]

@@ -16,14 +16,13 @@
 //! write returns only once every event is in SQS or in that file.
 #![warn(missing_docs, unreachable_pub)]
 
-mod client;
 mod config;
 mod error;
 mod message;
-mod queue;
-mod retry;
 mod send_batch;
 mod sink;
+
+use eventstash_support_aws::sqs::{client, queue, retry};
 
 pub use config::SqsOutputConfig;
 pub use error::SqsOutputError;

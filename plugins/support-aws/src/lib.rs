@@ -1,8 +1,12 @@
 //! What the AWS plugins (the DynamoDB output and event store, the SQS input
 //! and output) share beyond `plugins/api`: an `https://` endpoint signed by
-//! a private CA, given as `ca_file`. The file is read when the pipeline is
-//! built, so `validate` reports a missing or empty file; the SDK's own
-//! rustls client then trusts the system's roots and those CAs.
+//! a private CA, given as `ca_file`, read when the pipeline is built (so
+//! `validate` reports a missing or empty file) and trusted by the SDK's own
+//! rustls client besides the system's roots; and, with the `sqs` feature,
+//! the SQS plugins' client, queue lookup and failure classification.
+
+#[cfg(feature = "sqs")]
+pub mod sqs;
 
 use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;

@@ -8,7 +8,7 @@
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use crate::retry::{RequestFailure, classify};
+use super::retry::{RequestFailure, classify};
 
 /// The suffix SQS requires of FIFO queue names.
 const FIFO_SUFFIX: &str = ".fifo";
@@ -17,7 +17,7 @@ const MAX_NAME_CHARS: usize = 80;
 
 /// A queue as the pipeline file names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum QueueRef {
+pub enum QueueRef {
     /// A queue name, looked up in the client's region and account.
     Name(String),
     /// A queue URL, used as it is.
@@ -26,15 +26,15 @@ pub(crate) enum QueueRef {
 
 /// A queue that exists: its URL and what SQS told about it.
 #[derive(Debug, Clone)]
-pub(crate) struct Queue {
-    pub(crate) url: String,
+pub struct Queue {
+    pub url: String,
     /// The queue's `MaximumMessageSize`, when SQS reported it.
-    pub(crate) max_message_bytes: Option<usize>,
+    pub max_message_bytes: Option<usize>,
 }
 
 /// Why the queue cannot be used yet.
 #[derive(Debug)]
-pub(crate) enum QueueProblem {
+pub enum QueueProblem {
     /// SQS says there is no such queue.
     Missing,
     /// The request failed; it may pass on a retry.
@@ -43,7 +43,7 @@ pub(crate) enum QueueProblem {
 
 impl QueueRef {
     /// Reads `queue_url`: a URL (`http://`, `https://`) or a queue name.
-    pub(crate) fn parse(text: &str) -> Result<QueueRef, &'static str> {
+    pub fn parse(text: &str) -> Result<QueueRef, &'static str> {
         if text.starts_with("https://") || text.starts_with("http://") {
             let name = text.rsplit('/').next().unwrap_or_default();
             if name.is_empty() {
@@ -63,14 +63,14 @@ impl QueueRef {
     }
 
     /// True for a FIFO queue.
-    pub(crate) fn is_fifo(&self) -> bool {
+    pub fn is_fifo(&self) -> bool {
         match self {
             QueueRef::Name(text) | QueueRef::Url(text) => text.ends_with(FIFO_SUFFIX),
         }
     }
 
     /// The region an AWS queue URL names (`https://sqs.eu-west-1.amazonaws.com/...`).
-    pub(crate) fn url_region(&self) -> Option<String> {
+    pub fn url_region(&self) -> Option<String> {
         let QueueRef::Url(url) = self else { return None };
         let host = url.split("://").nth(1)?.split('/').next()?;
         let mut labels = host.split('.');
@@ -82,7 +82,7 @@ impl QueueRef {
     }
 
     /// How the pipeline file names the queue, for messages.
-    pub(crate) fn as_str(&self) -> &str {
+    pub fn as_str(&self) -> &str {
         match self {
             QueueRef::Name(text) | QueueRef::Url(text) => text,
         }
@@ -90,7 +90,7 @@ impl QueueRef {
 }
 
 /// Finds the queue and reads its limits.
-pub(crate) async fn find(client: &Client, queue: &QueueRef) -> Result<Queue, QueueProblem> {
+pub async fn find(client: &Client, queue: &QueueRef) -> Result<Queue, QueueProblem> {
     let url = match queue {
         QueueRef::Url(url) => url.clone(),
         QueueRef::Name(name) => match client.get_queue_url().queue_name(name).send().await {

@@ -1,12 +1,15 @@
-//! What a failed SQS request means, for the input's logs and retries.
+//! What a failed SQS request means, for the input's logs and retries and
+//! for the events an output sends.
 //!
-//! The input retries every failed request with the shared
-//! [`Backoff`](eventstash_plugin_api::Backoff): receiving, extending
-//! visibility and deleting are all safe to repeat. The kinds differ only in
-//! how loudly they are logged: throttling is SQS working as designed, an
-//! outage is a warning, and what needs an operator (credentials,
-//! permissions, KMS) is an error. This file mirrors the SQS output's
-//! `retry.rs`, whose `Refused` kind only a sender meets.
+//! Only one kind of failure is the events' fault: a request SQS refuses
+//! because of what a message holds (too long, characters SQS does not
+//! allow), which a sender narrows down to the refused messages and sends to
+//! the dead-letter file; a receiver never meets it. Everything else is about
+//! the service, the network or the setup (throttling, 5xx, timeouts,
+//! credentials, permissions, KMS, a deleted queue) and is retried without
+//! limit with the shared [`Backoff`](eventstash_plugin_api::Backoff):
+//! receiving, extending visibility, deleting and sending are all safe to
+//! repeat. The kinds differ only in how loudly they are logged.
 //!
 //! SQS speaks JSON with the codes of its older query protocol, so a code
 //! may come in either spelling (`QueueDoesNotExist` or
@@ -17,7 +20,7 @@ use eventstash_plugin_api::error_chain;
 
 /// How a request, or one entry of a batch, failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FailureKind {
+pub enum FailureKind {
     /// SQS asks us to slow down: retry after a backoff.
     Throttled,
     /// SQS refuses what a message holds: find it and dead-letter it.
@@ -31,9 +34,9 @@ pub(crate) enum FailureKind {
 
 /// A failed request: its kind and a message for logs and dead letters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RequestFailure {
-    pub(crate) kind: FailureKind,
-    pub(crate) reason: String,
+pub struct RequestFailure {
+    pub kind: FailureKind,
+    pub reason: String,
 }
 
 /// Error codes that mean "slow down".
@@ -57,7 +60,7 @@ const REFUSED: &[&str] = &[
 ];
 
 /// Classifies an SDK error of any SQS operation.
-pub(crate) fn classify<E>(error: &SdkError<E>) -> RequestFailure
+pub fn classify<E>(error: &SdkError<E>) -> RequestFailure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -90,6 +93,17 @@ where
             kind: FailureKind::Transient,
             reason: error_chain(error),
         },
+    }
+}
+
+/// The kind of one failed entry of a batch: only a sender's fault with a
+/// content code blames the message; SQS's own faults are retried.
+pub fn entry_kind(code: &str, sender_fault: bool) -> FailureKind {
+    match kind_of(Some(code), 400) {
+        FailureKind::Refused if sender_fault => FailureKind::Refused,
+        FailureKind::Throttled => FailureKind::Throttled,
+        _ if sender_fault => FailureKind::NeedsOperator,
+        _ => FailureKind::Transient,
     }
 }
 
@@ -133,5 +147,14 @@ mod tests {
             assert_eq!(kind_of(Some(code), 400), FailureKind::NeedsOperator, "{code}");
         }
         assert_eq!(kind_of(Some("InternalError"), 500), FailureKind::Transient);
+    }
+
+    #[test]
+    fn a_failed_entry_is_dead_lettered_only_for_its_own_content() {
+        assert_eq!(entry_kind("InvalidMessageContents", true), FailureKind::Refused);
+        assert_eq!(entry_kind("InvalidMessageContents", false), FailureKind::Transient);
+        assert_eq!(entry_kind("InternalError", false), FailureKind::Transient);
+        assert_eq!(entry_kind("RequestThrottled", true), FailureKind::Throttled);
+        assert_eq!(entry_kind("KmsAccessDenied", true), FailureKind::NeedsOperator);
     }
 }

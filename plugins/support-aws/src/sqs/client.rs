@@ -1,5 +1,6 @@
 //! The SQS client: region, endpoint and credentials from the options and
-//! the standard AWS chain, as the DynamoDB output makes its client.
+//! the standard AWS chain, as the DynamoDB output makes its client; shared
+//! by the SQS input and output.
 //!
 //! `aws-config` resolves what the options leave empty: the region from
 //! `AWS_REGION`, the profile or instance metadata (else the queue URL's
@@ -7,8 +8,8 @@
 //! `AWS_ENDPOINT_URL`, and credentials from the environment, the profile,
 //! web identity (EKS service accounts), the ECS container endpoint or
 //! instance metadata, refreshed before they expire. The SDK's own retries
-//! are off: the sender retries with the shared backoff, so every attempt
-//! shows in the logs and metrics.
+//! are off: the input's pollers and the output's sender retry with the
+//! shared backoff, so every attempt shows in the logs and metrics.
 
 use std::fmt;
 use std::time::Duration;
@@ -21,6 +22,8 @@ use aws_sdk_sqs::config::timeout::TimeoutConfig;
 use aws_sdk_sqs::config::{Credentials, Region};
 use tracing::error;
 
+use super::queue::QueueRef;
+
 /// The region used when neither the options, the chain nor the queue URL
 /// name one.
 const FALLBACK_REGION: &str = "us-east-1";
@@ -29,27 +32,27 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where and as whom to connect: the checked connection options.
 #[derive(Debug, Clone)]
-pub(crate) struct ConnectionSettings {
+pub struct ConnectionSettings {
     /// `None`: the AWS chain, else the queue URL's region, else [`FALLBACK_REGION`].
-    pub(crate) region: Option<String>,
+    pub region: Option<String>,
     /// The region named by an AWS queue URL, the fallback after the chain.
-    pub(crate) url_region: Option<String>,
+    pub url_region: Option<String>,
     /// `None`: the AWS chain's endpoint (environment or the default).
-    pub(crate) endpoint_url: Option<String>,
+    pub endpoint_url: Option<String>,
     /// `None`: the AWS credential chain.
-    pub(crate) static_credentials: Option<StaticCredentials>,
+    pub static_credentials: Option<StaticCredentials>,
     /// The most one attempt of a request may take.
-    pub(crate) request_timeout: Duration,
+    pub request_timeout: Duration,
     /// PEM certificates of CAs trusted besides the system's (`ca_file`).
-    pub(crate) ca_pem: Option<Vec<u8>>,
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// Credentials written in the pipeline file.
 #[derive(Clone)]
-pub(crate) struct StaticCredentials {
-    pub(crate) access_key_id: String,
-    pub(crate) secret_access_key: String,
-    pub(crate) session_token: Option<String>,
+pub struct StaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
 }
 
 impl fmt::Debug for StaticCredentials {
@@ -60,10 +63,77 @@ impl fmt::Debug for StaticCredentials {
     }
 }
 
+/// The connection options as an `sqs` table writes them.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionOptions<'a> {
+    pub region: &'a str,
+    pub endpoint_url: &'a str,
+    pub access_key_id: &'a str,
+    pub secret_access_key: &'a str,
+    pub session_token: &'a str,
+    pub ca_file: &'a str,
+    pub request_timeout_ms: u64,
+}
+
+/// What is wrong with the connection options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OptionProblem {
+    /// The option `key` cannot be used: `problem`.
+    Invalid { key: &'static str, problem: &'static str },
+    /// `ca_file` cannot be read or holds no PEM certificate.
+    CaFile { path: String, reason: String },
+}
+
+impl ConnectionOptions<'_> {
+    /// Checks the options (and reads `ca_file`) for the client of `queue`.
+    pub fn check(self, queue: &QueueRef) -> Result<ConnectionSettings, OptionProblem> {
+        let invalid = |key, problem| Err(OptionProblem::Invalid { key, problem });
+        let url = self.endpoint_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return invalid(
+                "endpoint_url",
+                "must start with http:// or https:// (or be empty for the AWS default)",
+            );
+        }
+        if self.access_key_id.is_empty() != self.secret_access_key.is_empty() {
+            return invalid(
+                "access_key_id",
+                "and `secret_access_key` go together: set both, or neither to use the AWS chain",
+            );
+        }
+        if self.request_timeout_ms == 0 {
+            return invalid("request_timeout_ms", "must be at least 1");
+        }
+        let ca_pem = match self.ca_file {
+            "" => None,
+            path => Some(crate::read_ca_file(path).map_err(|reason| OptionProblem::CaFile {
+                path: path.to_owned(),
+                reason,
+            })?),
+        };
+        Ok(ConnectionSettings {
+            region: non_empty(self.region),
+            url_region: queue.url_region(),
+            endpoint_url: non_empty(self.endpoint_url),
+            static_credentials: non_empty(self.access_key_id).map(|access_key_id| StaticCredentials {
+                access_key_id,
+                secret_access_key: self.secret_access_key.to_owned(),
+                session_token: non_empty(self.session_token),
+            }),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            ca_pem,
+        })
+    }
+}
+
+fn non_empty(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_owned())
+}
+
 /// Builds the client and says where it points (region, endpoint) for the
 /// log. Resolving the region may ask instance metadata; no request reaches
 /// SQS yet.
-pub(crate) async fn connect(settings: &ConnectionSettings) -> (Client, String) {
+pub async fn connect(settings: &ConnectionSettings) -> (Client, String) {
     let fallback = settings
         .url_region
         .clone()
@@ -83,7 +153,7 @@ pub(crate) async fn connect(settings: &ConnectionSettings) -> (Client, String) {
         loader = loader.endpoint_url(url);
     }
     if let Some(pem) = &settings.ca_pem {
-        match eventstash_support_aws::https_client_trusting(pem) {
+        match crate::https_client_trusting(pem) {
             Ok(client) => loader = loader.http_client(client),
             Err(reason) => error!(%reason, "cannot use `ca_file`; trusting the system's CAs only"),
         }
