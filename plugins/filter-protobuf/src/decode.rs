@@ -1,4 +1,5 @@
-//! Decoding one payload into its canonical JSON text.
+//! Decoding one payload into its canonical JSON text: by the direct
+//! transcoder when it covers the payload, by prost-reflect otherwise.
 
 use prost_reflect::{DynamicMessage, SerializeOptions};
 use serde::{Serialize, Serializer};
@@ -6,6 +7,9 @@ use serde_json::value::RawValue;
 
 use crate::nesting::{NestingError, NestingWalker};
 use crate::proto_set::ProtoSet;
+use crate::transcode::Transcoder;
+use crate::transcode_schema::Fallback;
+use crate::wire_schema::MessageIndex;
 
 /// Why a payload could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -23,9 +27,65 @@ pub(crate) enum DecodeError {
     TooDeep { kind: String, reason: NestingError },
 }
 
-/// Decodes `bytes` as the message `kind` and writes its JSON, unless
-/// `nesting` finds messages in it nested deeper than its limit.
-pub(crate) fn decode_to_json(
+/// The decoders of one batch, with the buffers they keep between payloads.
+pub(crate) struct BatchDecoder<'a> {
+    set: &'a ProtoSet,
+    options: &'a SerializeOptions,
+    transcoder: Transcoder<'a>,
+    nesting: NestingWalker,
+    /// The last kind looked up: a batch mostly repeats a few kinds.
+    last_kind: Option<(String, MessageIndex)>,
+    /// Payloads left to prost-reflect in this batch, by reason.
+    pub(crate) fallbacks: [u64; Fallback::ALL.len()],
+}
+
+impl<'a> BatchDecoder<'a> {
+    pub(crate) fn new(
+        set: &'a ProtoSet,
+        options: &'a SerializeOptions,
+        transcoder: Transcoder<'a>,
+        nesting: NestingWalker,
+    ) -> BatchDecoder<'a> {
+        BatchDecoder {
+            set,
+            options,
+            transcoder,
+            nesting,
+            last_kind: None,
+            fallbacks: [0; Fallback::ALL.len()],
+        }
+    }
+
+    /// Decodes `bytes` as the message `kind` and writes its JSON.
+    pub(crate) fn decode_to_json(&mut self, kind: &str, bytes: &[u8]) -> Result<Box<RawValue>, DecodeError> {
+        let message = match &self.last_kind {
+            Some((last, message)) if last == kind => *message,
+            _ => {
+                let message = self
+                    .set
+                    .schema
+                    .message(kind)
+                    .ok_or_else(|| DecodeError::UnknownKind { kind: kind.to_owned() })?;
+                self.last_kind = Some((kind.to_owned(), message));
+                message
+            }
+        };
+        match self.transcoder.transcode(message, bytes) {
+            Ok(json) => Ok(json),
+            Err(reason) => {
+                let counted = Fallback::ALL.iter().position(|known| *known == reason);
+                if let Some(counted) = counted {
+                    self.fallbacks[counted] += 1;
+                }
+                decode_with_prost_reflect(self.set, kind, bytes, self.options, &mut self.nesting)
+            }
+        }
+    }
+}
+
+/// The general path: the depth check, then prost-reflect's decoder and
+/// serialiser.
+fn decode_with_prost_reflect(
     set: &ProtoSet,
     kind: &str,
     bytes: &[u8],

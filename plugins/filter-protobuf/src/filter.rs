@@ -4,13 +4,16 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
 
 use eventstash_plugin_api::{BoxError, Event, Filter, Payload};
+use metrics::counter;
 use prost_reflect::SerializeOptions;
 use tracing::{debug, info, warn};
 
 use crate::config::JsonNames;
-use crate::decode::{DecodeError, decode_to_json};
+use crate::decode::{BatchDecoder, DecodeError};
 use crate::nesting::{MaxDepth, NestingWalker};
 use crate::proto_set::{ProtoSet, ProtoSetError, ProtoSource};
+use crate::transcode::Transcoder;
+use crate::transcode_schema::Fallback;
 use crate::watch::ProtoWatcher;
 
 /// Kinds remembered for the one-warning-per-kind rule; past this, unknown
@@ -18,12 +21,18 @@ use crate::watch::ProtoWatcher;
 /// cannot grow memory.
 const WARNED_KINDS_LIMIT: usize = 1024;
 
+/// Payloads the direct transcoder left to prost-reflect, by reason (see
+/// `transcode_schema::Fallback`).
+const FALLBACKS: &str = "eventstash_protobuf_fallbacks_total";
+
 /// Decodes PROTOBUF payloads with the current proto set, and reloads it.
 pub(crate) struct ProtoDecoder {
     source: ProtoSource,
     /// The current set; swapped whole by `reload`, read once per batch.
     set: RwLock<Arc<ProtoSet>>,
     options: SerializeOptions,
+    /// JSON names as written in the `.proto` files (`json_names = "proto"`).
+    proto_names: bool,
     /// Payloads nesting deeper are kept undecoded: the stack stays bounded.
     max_depth: MaxDepth,
     /// Kinds already warned about since the last reload.
@@ -49,6 +58,7 @@ impl ProtoDecoder {
             source,
             set: RwLock::new(Arc::new(set)),
             options,
+            proto_names: json_names == JsonNames::Proto,
             max_depth,
             warned: Mutex::new(HashSet::new()),
         }
@@ -59,11 +69,11 @@ impl ProtoDecoder {
         self.set.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
-    fn decode_event(&self, set: &ProtoSet, event: &mut Event, nesting: &mut NestingWalker) {
+    fn decode_event(&self, decoder: &mut BatchDecoder<'_>, event: &mut Event) {
         let Payload::Protobuf(bytes) = &event.payload else {
             return;
         };
-        match decode_to_json(set, &event.kind, bytes, &self.options, nesting) {
+        match decoder.decode_to_json(&event.kind, bytes) {
             Ok(json) => event.payload = Payload::Json(json),
             Err(error) => {
                 self.report(&event.kind, &error);
@@ -84,9 +94,15 @@ impl ProtoDecoder {
 
     pub(crate) fn apply(&self, events: &mut [Event]) {
         let set = self.current();
-        let mut nesting = NestingWalker::new(self.max_depth);
+        let transcoder = Transcoder::new(&set.transcode, self.proto_names, self.max_depth.get());
+        let mut decoder = BatchDecoder::new(&set, &self.options, transcoder, NestingWalker::new(self.max_depth));
         for event in events {
-            self.decode_event(&set, event, &mut nesting);
+            self.decode_event(&mut decoder, event);
+        }
+        for (reason, &count) in Fallback::ALL.iter().zip(&decoder.fallbacks) {
+            if count > 0 {
+                counter!(FALLBACKS, "reason" => reason.label()).increment(count);
+            }
         }
     }
 

@@ -7,7 +7,8 @@
 //! names its message; its bytes are decoded and written as the proto3
 //! canonical JSON mapping, as protobufjs' `toJSON()` did for HFXEventStash
 //! (enum names, 64-bit integers as strings, bytes as base64, lowerCamelCase
-//! names, default values left out). An event that cannot be decoded, or
+//! names, default values left out) — by the direct transcoder (`transcode`)
+//! when it covers the message, by prost-reflect otherwise. An event that cannot be decoded, or
 //! whose messages nest deeper than `max_depth` (checked by a walk over its
 //! bytes first, see `nesting`), is kept with `invalidProto: true`. `reload`
 //! (on SIGHUP) compiles the files again and swaps the pool only if they
@@ -19,6 +20,8 @@ mod decode;
 mod filter;
 mod nesting;
 mod proto_set;
+mod transcode;
+mod transcode_schema;
 mod watch;
 mod wire;
 mod wire_schema;

@@ -50,6 +50,11 @@ impl MaxDepth {
     pub(crate) fn new(value: u32) -> Option<MaxDepth> {
         (1..=MaxDepth::CEILING).contains(&value).then_some(MaxDepth(value))
     }
+
+    /// The limit, in levels below the payload's message.
+    pub(crate) fn get(self) -> u32 {
+        self.0
+    }
 }
 
 /// Why a payload is not walked to its end.

@@ -4,6 +4,7 @@ use std::path::{Component, Path, PathBuf};
 
 use prost_reflect::DescriptorPool;
 
+use crate::transcode_schema::TranscodeSchema;
 use crate::wire_schema::WireSchema;
 
 /// Why the filter cannot be built: its settings, or the proto files.
@@ -73,6 +74,8 @@ pub struct ProtoSet {
     pub files: Vec<PathBuf>,
     /// The pool's messages indexed for walks over the wire format.
     pub(crate) schema: WireSchema,
+    /// The pool's messages and enums indexed for the transcoder.
+    pub(crate) transcode: TranscodeSchema,
 }
 
 impl ProtoSource {
@@ -143,6 +146,7 @@ impl ProtoSet {
         let pool = compiler.descriptor_pool();
         Ok(ProtoSet {
             schema: WireSchema::new(&pool),
+            transcode: TranscodeSchema::new(&pool),
             pool,
             files,
         })

@@ -125,6 +125,16 @@ impl<'a> WireReader<'a> {
         self.read_varint(end).map(drop)
     }
 
+    /// Reads a little-endian value of `width` bytes (4 or 8).
+    pub(crate) fn read_fixed(&mut self, width: usize, end: usize) -> Result<u64, WireError> {
+        let start = self.pos;
+        self.skip_fixed(width, end)?;
+        Ok(self.bytes[start..self.pos]
+            .iter()
+            .rev()
+            .fold(0u64, |value, &byte| (value << 8) | u64::from(byte)))
+    }
+
     /// Moves past a fixed-width value of `width` bytes (4 or 8).
     pub(crate) fn skip_fixed(&mut self, width: usize, end: usize) -> Result<(), WireError> {
         let at = self.pos;
@@ -135,7 +145,8 @@ impl<'a> WireReader<'a> {
         Ok(())
     }
 
-    fn read_varint(&mut self, end: usize) -> Result<u64, WireError> {
+    /// Reads a varint.
+    pub(crate) fn read_varint(&mut self, end: usize) -> Result<u64, WireError> {
         let at = self.pos;
         // Most keys and lengths take one byte.
         if let Some(&byte) = self.bytes[..end].get(at)
@@ -148,6 +159,10 @@ impl<'a> WireReader<'a> {
         for (index, &byte) in self.bytes[at..end].iter().take(MAX_VARINT_LEN).enumerate() {
             value |= u64::from(byte & 0x7f) << (7 * index);
             if byte < 0x80 {
+                // As prost: a tenth byte may only carry the 64th bit.
+                if index == MAX_VARINT_LEN - 1 && byte > 1 {
+                    return Err(WireError::BadVarint { at });
+                }
                 self.pos = at + index + 1;
                 return Ok(value);
             }
@@ -205,5 +220,24 @@ mod tests {
         assert_eq!(reader.skip_varint(11), Err(WireError::BadVarint { at: 0 }));
         let mut reader = WireReader::new(&bytes[..5]);
         assert_eq!(reader.skip_varint(5), Err(WireError::Truncated { at: 0 }));
+    }
+
+    #[test]
+    fn a_tenth_varint_byte_carries_only_the_last_bit() {
+        let mut max = [0xff; 10];
+        max[9] = 0x01;
+        let mut reader = WireReader::new(&max);
+        assert_eq!(reader.read_varint(10), Ok(u64::MAX));
+        max[9] = 0x02;
+        let mut reader = WireReader::new(&max);
+        assert_eq!(reader.read_varint(10), Err(WireError::BadVarint { at: 0 }));
+    }
+
+    #[test]
+    fn fixed_values_are_little_endian() {
+        let bytes = [0x01, 0x02, 0x03, 0x04];
+        let mut reader = WireReader::new(&bytes);
+        assert_eq!(reader.read_fixed(4, 4), Ok(0x0403_0201));
+        assert_eq!(reader.pos(), 4);
     }
 }

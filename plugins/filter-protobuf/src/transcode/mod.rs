@@ -1,0 +1,677 @@
+//! The direct transcoder: protobuf wire bytes straight to the JSON text
+//! prost-reflect would write for them, with no `DynamicMessage` between.
+//!
+//! Each message is read in two passes over its bytes. The first records
+//! where every known field's values are (unknown fields are checked and
+//! skipped); the second writes the fields in field-number order — the order
+//! prost-reflect writes them in — through serde_json's serializer, with the
+//! same calls prost-reflect makes, so numbers, strings, base64 and escapes
+//! come out byte for byte the same. Nested messages are written the same
+//! way, one level deeper. Both passes share one scratch list, kept from one
+//! payload to the next.
+//!
+//! Where protobuf's rules get intricate or prost-reflect has a JSON form of
+//! its own, the transcoder stops with a [`Fallback`] and the event is
+//! decoded by prost-reflect instead: well-known types, groups, extensions,
+//! a singular message sent twice (merged), two members of one oneof, a map
+//! key sent twice, nesting past `max_depth`, and any bytes that do not
+//! decode — so that a malformed payload is rejected with prost-reflect's
+//! own error. The property tests (`tests/transcoder.rs`) hold the two
+//! paths to the same output.
+//!
+//! The one difference allowed: prost-reflect keeps a map in a hash map and
+//! writes its entries in no fixed order; the transcoder writes them in wire
+//! order. The JSON objects are the same.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+
+use base64::display::Base64Display;
+use base64::prelude::BASE64_STANDARD;
+use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde_json::value::RawValue;
+
+use crate::transcode_schema::{EnumIndex, Fallback, FieldPlan, ScalarKind, Shape, TranscodeSchema, ValueKind};
+use crate::wire::{WireReader, WireType};
+use crate::wire_schema::MessageIndex;
+
+/// A value as it sits on the wire: its wire type, and its bits (varint and
+/// fixed values) or the range of its bytes (length-delimited ones). Offsets
+/// are `u32` (payloads past 4 GiB are left to prost-reflect): the scratch
+/// list stays small and is written fast.
+#[derive(Debug, Clone, Copy)]
+struct WireValue {
+    bits: u64,
+    start: u32,
+    end: u32,
+    wire: WireType,
+}
+
+impl WireValue {
+    fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+/// One occurrence of a known field in a message's bytes.
+#[derive(Debug, Clone, Copy)]
+struct Occurrence {
+    value: WireValue,
+    /// The field's position in its `MessagePlan`.
+    slot: u32,
+}
+
+/// One entry of a map: its key and value, absent when not sent.
+#[derive(Debug, Clone, Copy)]
+struct MapEntry {
+    key: Option<WireValue>,
+    value: Option<WireValue>,
+}
+
+/// Transcodes payloads of one proto set; keeps its scratch lists between
+/// payloads (one transcoder per batch).
+pub(crate) struct Transcoder<'s> {
+    schema: &'s TranscodeSchema,
+    proto_names: bool,
+    max_depth: u32,
+    occurrences: RefCell<Vec<Occurrence>>,
+    entries: RefCell<Vec<MapEntry>>,
+    /// Why the last payload was left to prost-reflect: serde's errors
+    /// carry only text, so the reason waits here.
+    fallback: Cell<Option<Fallback>>,
+}
+
+impl<'s> Transcoder<'s> {
+    pub(crate) fn new(schema: &'s TranscodeSchema, proto_names: bool, max_depth: u32) -> Transcoder<'s> {
+        Transcoder {
+            schema,
+            proto_names,
+            max_depth,
+            occurrences: RefCell::new(Vec::new()),
+            entries: RefCell::new(Vec::new()),
+            fallback: Cell::new(None),
+        }
+    }
+
+    /// The JSON of `bytes` as the message `message`, or why prost-reflect
+    /// must decode it instead.
+    pub(crate) fn transcode(&self, message: MessageIndex, bytes: &[u8]) -> Result<Box<RawValue>, Fallback> {
+        if u32::try_from(bytes.len()).is_err() {
+            return Err(Fallback::Malformed);
+        }
+        self.occurrences.borrow_mut().clear();
+        self.entries.borrow_mut().clear();
+        self.fallback.set(None);
+        let view = MessageView {
+            transcoder: self,
+            bytes,
+            message,
+            start: 0,
+            end: bytes.len(),
+            depth: 0,
+        };
+        serde_json::value::to_raw_value(&view).map_err(|_| self.fallback.take().unwrap_or(Fallback::Malformed))
+    }
+
+    /// Records why transcoding stops, as a serializer error.
+    fn stop<E: serde::ser::Error>(&self, reason: Fallback) -> E {
+        self.fallback.set(Some(reason));
+        E::custom(reason.label())
+    }
+
+    fn field_name<'f>(&self, field: &'f FieldPlan) -> &'f str {
+        if self.proto_names {
+            &field.proto_name
+        } else {
+            &field.json_name
+        }
+    }
+}
+
+/// A message's bytes, serialised as its JSON object.
+struct MessageView<'t, 's, 'b> {
+    transcoder: &'t Transcoder<'s>,
+    bytes: &'b [u8],
+    message: MessageIndex,
+    start: usize,
+    end: usize,
+    /// How deep this message is: the payload is 0.
+    depth: u32,
+}
+
+impl Serialize for MessageView<'_, '_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let t = self.transcoder;
+        let plan = t.schema.message(self.message);
+        if let Some(reason) = plan.unsupported {
+            return Err(t.stop(reason));
+        }
+        let base = t.occurrences.borrow().len();
+        self.scan(&mut t.occurrences.borrow_mut())
+            .map_err(|reason| t.stop(reason))?;
+        let end = t.occurrences.borrow().len();
+        {
+            let mut occurrences = t.occurrences.borrow_mut();
+            let found = &mut occurrences[base..end];
+            if !found.is_sorted_by_key(|occurrence| occurrence.slot) {
+                // Stable: a field's values keep their wire order.
+                found.sort_by_key(|occurrence| occurrence.slot);
+            }
+        }
+        let mut map = serializer.serialize_map(None)?;
+        let mut oneofs_seen = Vec::new();
+        let mut first = base;
+        while first < end {
+            let slot = t.occurrences.borrow()[first].slot;
+            let mut last = first + 1;
+            while last < end && t.occurrences.borrow()[last].slot == slot {
+                last += 1;
+            }
+            let field = &plan.fields[slot as usize];
+            if let Some(oneof) = field.oneof {
+                if oneofs_seen.contains(&oneof) {
+                    return Err(t.stop(Fallback::Merge));
+                }
+                oneofs_seen.push(oneof);
+            }
+            self.write_field(&mut map, field, first, last)?;
+            first = last;
+        }
+        t.occurrences.borrow_mut().truncate(base);
+        map.end()
+    }
+}
+
+impl<'t, 's, 'b> MessageView<'t, 's, 'b> {
+    /// First pass: where each known field's values are.
+    fn scan(&self, occurrences: &mut Vec<Occurrence>) -> Result<(), Fallback> {
+        let plan = self.transcoder.schema.message(self.message);
+        let mut reader = WireReader::new(self.bytes);
+        reader.seek(self.start);
+        while reader.pos() < self.end {
+            let (number, wire) = reader.read_key(self.end).map_err(|_| Fallback::Malformed)?;
+            let Some(slot) = plan.slot(number) else {
+                if plan.is_extension(number) {
+                    return Err(Fallback::Extension);
+                }
+                read_value(&mut reader, wire, self.end)?;
+                continue;
+            };
+            if let Some(reason) = plan.fields[slot].unsupported {
+                return Err(reason);
+            }
+            let value = read_value(&mut reader, wire, self.end)?;
+            occurrences.push(Occurrence {
+                value,
+                slot: slot as u32,
+            });
+        }
+        Ok(())
+    }
+
+    /// Second pass, for one field: its values are occurrences
+    /// `first..last`.
+    fn write_field<M: SerializeMap>(
+        &self,
+        map: &mut M,
+        field: &FieldPlan,
+        first: usize,
+        last: usize,
+    ) -> Result<(), M::Error> {
+        let t = self.transcoder;
+        let name = t.field_name(field);
+        let values = |index: usize| t.occurrences.borrow()[index].value;
+        match (field.cardinality, field.value) {
+            (Shape::Singular { .. }, ValueKind::Message(message)) => {
+                if last - first > 1 {
+                    return Err(t.stop(Fallback::Merge));
+                }
+                let child = self.child(message, values(first)).map_err(|reason| t.stop(reason))?;
+                map.serialize_entry(name, &child)
+            }
+            (Shape::Singular { presence }, ValueKind::Scalar(kind)) => {
+                // Every value is checked; the last one is kept.
+                let mut kept = None;
+                for index in first..last {
+                    kept = Some(Scalar::decode(kind, values(index), self.bytes).map_err(|reason| t.stop(reason))?);
+                }
+                match kept {
+                    Some(scalar) if presence || !scalar.is_default(t.schema) => {
+                        map.serialize_entry(name, &ScalarView { transcoder: t, scalar })
+                    }
+                    _ => Ok(()),
+                }
+            }
+            (Shape::Repeated, value) => {
+                let list = ListView {
+                    parent: self,
+                    value,
+                    first,
+                    last,
+                };
+                if list.is_empty() {
+                    return Ok(());
+                }
+                map.serialize_entry(name, &list)
+            }
+            (Shape::Map { key }, value) => {
+                let view = MapView {
+                    parent: self,
+                    key,
+                    value,
+                    first,
+                    last,
+                };
+                map.serialize_entry(name, &view)
+            }
+        }
+    }
+
+    /// The message held in `value`, one level deeper.
+    fn child(&self, message: MessageIndex, value: WireValue) -> Result<MessageView<'t, 's, 'b>, Fallback> {
+        if value.wire != WireType::LengthDelimited {
+            return Err(Fallback::Malformed);
+        }
+        if self.depth >= self.transcoder.max_depth {
+            return Err(Fallback::TooDeep);
+        }
+        Ok(MessageView {
+            transcoder: self.transcoder,
+            bytes: self.bytes,
+            message,
+            start: value.start as usize,
+            end: value.end as usize,
+            depth: self.depth + 1,
+        })
+    }
+}
+
+/// Reads the value after a key; groups are left to prost-reflect.
+#[inline]
+fn read_value(reader: &mut WireReader<'_>, wire: WireType, end: usize) -> Result<WireValue, Fallback> {
+    let malformed = |_| Fallback::Malformed;
+    let (bits, start, stop) = match wire {
+        WireType::Varint => (reader.read_varint(end).map_err(malformed)?, 0, 0),
+        WireType::Fixed32 => (reader.read_fixed(4, end).map_err(malformed)?, 0, 0),
+        WireType::Fixed64 => (reader.read_fixed(8, end).map_err(malformed)?, 0, 0),
+        WireType::LengthDelimited => {
+            let range = reader.read_length_delimited(end).map_err(malformed)?;
+            // The payload's length fits in `u32` (checked first).
+            (0, range.start as u32, range.end as u32)
+        }
+        WireType::StartGroup | WireType::EndGroup => return Err(Fallback::Group),
+    };
+    Ok(WireValue {
+        bits,
+        start,
+        end: stop,
+        wire,
+    })
+}
+
+/// A repeated field's values, in wire order, packed or not.
+struct ListView<'p, 't, 's, 'b> {
+    parent: &'p MessageView<'t, 's, 'b>,
+    value: ValueKind,
+    first: usize,
+    last: usize,
+}
+
+impl ListView<'_, '_, '_, '_> {
+    fn value(&self, index: usize) -> WireValue {
+        self.parent.transcoder.occurrences.borrow()[index].value
+    }
+
+    /// Only empty packed runs: prost-reflect has an empty list, left out.
+    fn is_empty(&self) -> bool {
+        let ValueKind::Scalar(kind) = self.value else {
+            return false;
+        };
+        kind.packable()
+            && (self.first..self.last).all(|index| {
+                let value = self.value(index);
+                value.wire == WireType::LengthDelimited && value.start == value.end
+            })
+    }
+}
+
+impl Serialize for ListView<'_, '_, '_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let t = self.parent.transcoder;
+        let mut list = serializer.serialize_seq(None)?;
+        for index in self.first..self.last {
+            let value = self.value(index);
+            match self.value {
+                ValueKind::Message(message) => {
+                    let child = self.parent.child(message, value).map_err(|reason| t.stop(reason))?;
+                    list.serialize_element(&child)?;
+                }
+                ValueKind::Scalar(kind) if kind.packable() && value.wire == WireType::LengthDelimited => {
+                    let mut reader = WireReader::new(self.parent.bytes);
+                    let end = value.end as usize;
+                    reader.seek(value.start as usize);
+                    while reader.pos() < end {
+                        let element = read_packed(&mut reader, kind, end).map_err(|reason| t.stop(reason))?;
+                        let scalar =
+                            Scalar::decode(kind, element, self.parent.bytes).map_err(|reason| t.stop(reason))?;
+                        list.serialize_element(&ScalarView { transcoder: t, scalar })?;
+                    }
+                }
+                ValueKind::Scalar(kind) => {
+                    let scalar = Scalar::decode(kind, value, self.parent.bytes).map_err(|reason| t.stop(reason))?;
+                    list.serialize_element(&ScalarView { transcoder: t, scalar })?;
+                }
+            }
+        }
+        list.end()
+    }
+}
+
+/// Reads one element of a packed run.
+fn read_packed(reader: &mut WireReader<'_>, kind: ScalarKind, end: usize) -> Result<WireValue, Fallback> {
+    let wire = scalar_wire_type(kind);
+    read_value(reader, wire, end).map_err(|_| Fallback::Malformed)
+}
+
+/// The wire type a scalar's values are sent with (unpacked).
+fn scalar_wire_type(kind: ScalarKind) -> WireType {
+    match kind {
+        ScalarKind::Double | ScalarKind::Fixed64 | ScalarKind::Sfixed64 => WireType::Fixed64,
+        ScalarKind::Float | ScalarKind::Fixed32 | ScalarKind::Sfixed32 => WireType::Fixed32,
+        ScalarKind::String | ScalarKind::Bytes => WireType::LengthDelimited,
+        _ => WireType::Varint,
+    }
+}
+
+/// A map field: its entries, in wire order.
+struct MapView<'p, 't, 's, 'b> {
+    parent: &'p MessageView<'t, 's, 'b>,
+    key: ScalarKind,
+    value: ValueKind,
+    first: usize,
+    last: usize,
+}
+
+/// A decoded map key, to find keys sent twice.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum KeyIdentity<'b> {
+    Bool(bool),
+    Signed(i64),
+    Unsigned(u64),
+    Text(&'b str),
+}
+
+/// Past this many entries, keys sent twice are found with a hash set.
+const PAIRWISE_KEYS: usize = 16;
+
+impl<'b> MapView<'_, '_, '_, 'b> {
+    /// Reads every entry of the map onto the entries list, from `base`.
+    fn read_entries(&self) -> Result<(), Fallback> {
+        let t = self.parent.transcoder;
+        for index in self.first..self.last {
+            let value = t.occurrences.borrow()[index].value;
+            if value.wire != WireType::LengthDelimited {
+                return Err(Fallback::Malformed);
+            }
+            let entry = self.read_entry(value)?;
+            t.entries.borrow_mut().push(entry);
+        }
+        Ok(())
+    }
+
+    fn read_entry(&self, entry: WireValue) -> Result<MapEntry, Fallback> {
+        let mut reader = WireReader::new(self.parent.bytes);
+        let end = entry.end as usize;
+        reader.seek(entry.start as usize);
+        let (mut key, mut value) = (None, None);
+        while reader.pos() < end {
+            let (number, wire) = reader.read_key(end).map_err(|_| Fallback::Malformed)?;
+            let read = read_value(&mut reader, wire, end)?;
+            match number {
+                1 => {
+                    Scalar::decode(self.key, read, self.parent.bytes)?;
+                    key = Some(read);
+                }
+                2 => {
+                    match self.value {
+                        ValueKind::Message(_) if value.is_some() => return Err(Fallback::Merge),
+                        ValueKind::Message(_) if read.wire != WireType::LengthDelimited => {
+                            return Err(Fallback::Malformed);
+                        }
+                        ValueKind::Message(_) => {}
+                        ValueKind::Scalar(kind) => drop(Scalar::decode(kind, read, self.parent.bytes)?),
+                    }
+                    value = Some(read);
+                }
+                _ => {}
+            }
+        }
+        Ok(MapEntry { key, value })
+    }
+
+    fn key_identity(&self, key: Option<WireValue>) -> KeyIdentity<'b> {
+        let scalar = match key {
+            Some(key) => Scalar::decode(self.key, key, self.parent.bytes).unwrap_or(Scalar::Bool(false)),
+            None => Scalar::default_of(self.key, self.parent.transcoder.schema),
+        };
+        match scalar {
+            Scalar::Bool(value) => KeyIdentity::Bool(value),
+            Scalar::I32(value) | Scalar::Enum(value, _) => KeyIdentity::Signed(i64::from(value)),
+            Scalar::I64(value) => KeyIdentity::Signed(value),
+            Scalar::U32(value) => KeyIdentity::Unsigned(u64::from(value)),
+            Scalar::U64(value) => KeyIdentity::Unsigned(value),
+            Scalar::Str(value) => KeyIdentity::Text(value),
+            Scalar::F32(_) | Scalar::F64(_) | Scalar::Bytes(_) => KeyIdentity::Bool(false),
+        }
+    }
+
+    /// prost-reflect keeps the last value of a key sent twice, in a hash
+    /// map: left to it.
+    fn check_unique_keys(&self, entries: &[MapEntry]) -> Result<(), Fallback> {
+        let keys = entries.iter().map(|entry| self.key_identity(entry.key));
+        let unique = if entries.len() <= PAIRWISE_KEYS {
+            let keys: Vec<KeyIdentity<'b>> = keys.collect();
+            keys.iter().enumerate().all(|(index, key)| !keys[..index].contains(key))
+        } else {
+            let mut seen = HashSet::with_capacity(entries.len());
+            keys.into_iter().all(|key| seen.insert(key))
+        };
+        if unique { Ok(()) } else { Err(Fallback::DuplicateMapKey) }
+    }
+}
+
+impl Serialize for MapView<'_, '_, '_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let t = self.parent.transcoder;
+        let base = t.entries.borrow().len();
+        self.read_entries().map_err(|reason| t.stop(reason))?;
+        let entries: Vec<MapEntry> = t.entries.borrow()[base..].to_vec();
+        self.check_unique_keys(&entries).map_err(|reason| t.stop(reason))?;
+        let mut map = serializer.serialize_map(Some(entries.len()))?;
+        for entry in &entries {
+            let key = match entry.key {
+                Some(key) => Scalar::decode(self.key, key, self.parent.bytes).map_err(|reason| t.stop(reason))?,
+                None => Scalar::default_of(self.key, t.schema),
+            };
+            let key = MapKeyView(key);
+            match (self.value, entry.value) {
+                (ValueKind::Message(message), Some(value)) => {
+                    let child = self.parent.child(message, value).map_err(|reason| t.stop(reason))?;
+                    map.serialize_entry(&key, &child)?;
+                }
+                (ValueKind::Message(message), None) => {
+                    // An absent message value is the empty message.
+                    let empty = self.parent.child(
+                        message,
+                        WireValue {
+                            wire: WireType::LengthDelimited,
+                            bits: 0,
+                            start: 0,
+                            end: 0,
+                        },
+                    );
+                    map.serialize_entry(&key, &empty.map_err(|reason| t.stop(reason))?)?;
+                }
+                (ValueKind::Scalar(kind), value) => {
+                    let scalar = match value {
+                        Some(value) => {
+                            Scalar::decode(kind, value, self.parent.bytes).map_err(|reason| t.stop(reason))?
+                        }
+                        None => Scalar::default_of(kind, t.schema),
+                    };
+                    map.serialize_entry(&key, &ScalarView { transcoder: t, scalar })?;
+                }
+            }
+        }
+        t.entries.borrow_mut().truncate(base);
+        map.end()
+    }
+}
+
+/// A decoded scalar value.
+#[derive(Debug, Clone, Copy)]
+enum Scalar<'b> {
+    Bool(bool),
+    I32(i32),
+    I64(i64),
+    U32(u32),
+    U64(u64),
+    F32(f32),
+    F64(f64),
+    Str(&'b str),
+    Bytes(&'b [u8]),
+    /// A number of the enum type at this index.
+    Enum(i32, EnumIndex),
+}
+
+impl<'b> Scalar<'b> {
+    /// Decodes a value as prost does, rejecting a wire type the kind does
+    /// not allow and strings that are not UTF-8.
+    fn decode(kind: ScalarKind, value: WireValue, bytes: &'b [u8]) -> Result<Scalar<'b>, Fallback> {
+        if value.wire != scalar_wire_type(kind) {
+            return Err(Fallback::Malformed);
+        }
+        let bits = value.bits;
+        Ok(match kind {
+            ScalarKind::Bool => Scalar::Bool(bits != 0),
+            ScalarKind::Int32 => Scalar::I32(bits as i32),
+            ScalarKind::Int64 => Scalar::I64(bits as i64),
+            ScalarKind::Uint32 => Scalar::U32(bits as u32),
+            ScalarKind::Uint64 => Scalar::U64(bits),
+            ScalarKind::Sint32 => {
+                let n = bits as u32;
+                Scalar::I32(((n >> 1) as i32) ^ -((n & 1) as i32))
+            }
+            ScalarKind::Sint64 => Scalar::I64(((bits >> 1) as i64) ^ -((bits & 1) as i64)),
+            ScalarKind::Fixed32 => Scalar::U32(bits as u32),
+            ScalarKind::Sfixed32 => Scalar::I32(bits as u32 as i32),
+            ScalarKind::Float => Scalar::F32(f32::from_bits(bits as u32)),
+            ScalarKind::Fixed64 => Scalar::U64(bits),
+            ScalarKind::Sfixed64 => Scalar::I64(bits as i64),
+            ScalarKind::Double => Scalar::F64(f64::from_bits(bits)),
+            ScalarKind::String => {
+                Scalar::Str(std::str::from_utf8(&bytes[value.range()]).map_err(|_| Fallback::Malformed)?)
+            }
+            ScalarKind::Bytes => Scalar::Bytes(&bytes[value.range()]),
+            ScalarKind::Enum(index) => Scalar::Enum(bits as i32, index),
+        })
+    }
+
+    /// The value of a field not sent.
+    fn default_of(kind: ScalarKind, schema: &TranscodeSchema) -> Scalar<'static> {
+        match kind {
+            ScalarKind::Bool => Scalar::Bool(false),
+            ScalarKind::Int32 | ScalarKind::Sint32 | ScalarKind::Sfixed32 => Scalar::I32(0),
+            ScalarKind::Int64 | ScalarKind::Sint64 | ScalarKind::Sfixed64 => Scalar::I64(0),
+            ScalarKind::Uint32 | ScalarKind::Fixed32 => Scalar::U32(0),
+            ScalarKind::Uint64 | ScalarKind::Fixed64 => Scalar::U64(0),
+            ScalarKind::Float => Scalar::F32(0.0),
+            ScalarKind::Double => Scalar::F64(0.0),
+            ScalarKind::String => Scalar::Str(""),
+            ScalarKind::Bytes => Scalar::Bytes(&[]),
+            ScalarKind::Enum(index) => Scalar::Enum(schema.enumeration(index).default, index),
+        }
+    }
+
+    /// Whether an implicit-presence field holding this is left out
+    /// (prost-reflect compares with `==`, so `-0.0` is a default and `NaN`
+    /// is not).
+    fn is_default(&self, schema: &TranscodeSchema) -> bool {
+        match *self {
+            Scalar::Bool(value) => !value,
+            Scalar::I32(value) => value == 0,
+            Scalar::I64(value) => value == 0,
+            Scalar::U32(value) => value == 0,
+            Scalar::U64(value) => value == 0,
+            Scalar::F32(value) => value == 0.0,
+            Scalar::F64(value) => value == 0.0,
+            Scalar::Str(value) => value.is_empty(),
+            Scalar::Bytes(value) => value.is_empty(),
+            Scalar::Enum(value, index) => value == schema.enumeration(index).default,
+        }
+    }
+}
+
+/// A scalar, serialised with the calls prost-reflect makes for it.
+struct ScalarView<'t, 's, 'b> {
+    transcoder: &'t Transcoder<'s>,
+    scalar: Scalar<'b>,
+}
+
+impl Serialize for ScalarView<'_, '_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.scalar {
+            Scalar::Bool(value) => serializer.serialize_bool(value),
+            Scalar::I32(value) => serializer.serialize_i32(value),
+            Scalar::I64(value) => serializer.collect_str(&value),
+            Scalar::U32(value) => serializer.serialize_u32(value),
+            Scalar::U64(value) => serializer.collect_str(&value),
+            Scalar::F32(value) if value.is_finite() => serializer.serialize_f32(value),
+            Scalar::F64(value) if value.is_finite() => serializer.serialize_f64(value),
+            Scalar::F32(value) => serializer.serialize_str(non_finite(f64::from(value))),
+            Scalar::F64(value) => serializer.serialize_str(non_finite(value)),
+            Scalar::Str(value) => serializer.serialize_str(value),
+            Scalar::Bytes(value) => serializer.collect_str(&Base64Display::new(value, &BASE64_STANDARD)),
+            Scalar::Enum(number, index) => {
+                let plan = self.transcoder.schema.enumeration(index);
+                if plan.is_null_value {
+                    serializer.serialize_none()
+                } else if let Some(name) = plan.name(number) {
+                    serializer.serialize_str(name)
+                } else {
+                    serializer.serialize_i32(number)
+                }
+            }
+        }
+    }
+}
+
+fn non_finite(value: f64) -> &'static str {
+    if value == f64::INFINITY {
+        "Infinity"
+    } else if value == f64::NEG_INFINITY {
+        "-Infinity"
+    } else {
+        "NaN"
+    }
+}
+
+/// A map key, written as prost-reflect writes map keys: always a string.
+struct MapKeyView<'b>(Scalar<'b>);
+
+impl Serialize for MapKeyView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Scalar::Bool(value) => serializer.collect_str(&value),
+            Scalar::I32(value) => serializer.collect_str(&value),
+            Scalar::I64(value) => serializer.collect_str(&value),
+            Scalar::U32(value) => serializer.collect_str(&value),
+            Scalar::U64(value) => serializer.collect_str(&value),
+            Scalar::Str(value) => serializer.serialize_str(value),
+            _ => Err(S::Error::custom("a map key of a type maps cannot have")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
