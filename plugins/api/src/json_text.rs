@@ -30,7 +30,9 @@ pub(crate) fn parse_json(data: Bytes, max_depth: usize) -> Payload {
     if !is_strict(text, max_depth) {
         return invalid_json(data);
     }
-    if !text.contains(['\n', '\r']) {
+    // memchr, not `str::contains`: a char-set pattern walks the text one
+    // code point at a time, which was half of this function's time.
+    if memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_none() {
         return Payload::Json(raw);
     }
     match compact_json(text) {
