@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use eventstash_plugin_api::{AckHandle, ComponentHealth, Event, LogThrottle, Output, OutputBatch};
+use eventstash_plugin_api::{AckHandle, Event, OutageReport, Output, OutputBatch};
 use metrics::{Counter, Histogram, counter, histogram};
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::task::JoinSet;
@@ -77,15 +77,22 @@ impl PendingWrite {
 
 /// Everything a write needs, shared by the concurrent writes of one output.
 struct Writer {
+    /// The output's id, on every log line.
     id: String,
+    /// The plugin.
     output: Arc<dyn Output>,
-    health: ComponentHealth,
+    /// Failed writes: the output's health, and a few log lines per outage.
+    outage: OutageReport,
+    /// `eventstash_events_out_total` of this output.
     out: Counter,
+    /// `eventstash_events_failed_total` of this output.
     failed: Counter,
+    /// Events per write.
     batch_events: Histogram,
+    /// Seconds per write.
     batch_seconds: Histogram,
+    /// Events stored, for the drain report.
     delivered: Arc<AtomicU64>,
-    error_log: LogThrottle,
 }
 
 /// One output and its batching loop.
@@ -99,13 +106,12 @@ impl OutputDriver {
         let labels = [("pipeline", pipeline.to_owned()), ("plugin", plugin.id.clone())];
         let writer = Writer {
             output: plugin.output,
-            health: plugin.health,
+            outage: OutageReport::new(plugin.health, ERROR_LOG_INTERVAL),
             out: counter!(EVENTS_OUT, &labels),
             failed: counter!(EVENTS_FAILED, &labels),
             batch_events: histogram!(BATCH_EVENTS, &labels),
             batch_seconds: histogram!(BATCH_SECONDS, &labels),
             delivered: Arc::new(AtomicU64::new(0)),
-            error_log: LogThrottle::new(ERROR_LOG_INTERVAL),
             id: plugin.id,
         };
         OutputDriver {
@@ -198,18 +204,15 @@ impl Writer {
                 debug!(output = %self.id, events, ?elapsed, "batch written");
                 self.out.increment(events);
                 self.delivered.fetch_add(events, Ordering::Relaxed);
-                if self.health.snapshot().failing_since.is_some() {
+                if self.outage.recovered().is_some() {
                     info!(output = %self.id, "output recovered");
-                    self.error_log.reset();
                 }
-                self.health.recovered();
             }
             Err(error) => {
                 self.failed.increment(events);
-                self.health.failing(error.to_string());
-                if let Some(suppressed) = self.error_log.allow() {
+                if let Some(line) = self.outage.failed(error.to_string()) {
                     error!(
-                        output = %self.id, events, %error, suppressed,
+                        output = %self.id, events, %error, suppressed = line.suppressed,
                         "output could not store a batch; its producers get an error instead of success"
                     );
                 }
@@ -237,7 +240,7 @@ mod tests {
 
     use async_trait::async_trait;
     use bytes::Bytes;
-    use eventstash_plugin_api::{BoxError, Format, ack_group};
+    use eventstash_plugin_api::{BoxError, ComponentHealth, Format, ack_group};
 
     use super::*;
     use crate::queue::{QueueLimits, bounded};
