@@ -22,16 +22,7 @@ use eventstash_output_stdout as output_stdout;
 use eventstash_plugin_api::{EventStore, Filter, Input, Output, PluginContext, ReplaySource};
 use serde::de::DeserializeOwned;
 
-use crate::config::value_from_table;
-
-/// A plugin table that does not build, with the key at fault.
-#[derive(Debug)]
-pub(crate) struct PluginConfigError {
-    /// Key within the plugin table (`path`), or empty for the whole table.
-    pub(crate) key: String,
-    /// What is wrong.
-    pub(crate) message: String,
-}
+use crate::config::{KeyError, value_from_table};
 
 const INPUTS: &[&str] = &[input_grpc::NAME, input_sqs::NAME];
 const FILTERS: &[&str] = &[filter_protobuf::NAME];
@@ -59,12 +50,12 @@ pub(crate) fn build_input(
     kind: &str,
     table: toml::Table,
     event_store: Option<EventStoreWiring>,
-) -> Result<Box<dyn Input>, PluginConfigError> {
+) -> Result<Box<dyn Input>, KeyError> {
     if event_store.is_some() && kind != input_grpc::NAME {
-        return Err(PluginConfigError {
-            key: "event_store".to_owned(),
-            message: format!("only `{}` inputs serve the event store and replay", input_grpc::NAME),
-        });
+        return Err(KeyError::new(
+            "event_store",
+            format!("only `{}` inputs serve the event store and replay", input_grpc::NAME),
+        ));
     }
     match kind {
         input_grpc::NAME => {
@@ -89,7 +80,7 @@ pub(crate) fn build_input(
 }
 
 /// Builds the filter whose `type` is `kind` from the rest of its table.
-pub(crate) fn build_filter(kind: &str, table: toml::Table) -> Result<Box<dyn Filter>, PluginConfigError> {
+pub(crate) fn build_filter(kind: &str, table: toml::Table) -> Result<Box<dyn Filter>, KeyError> {
     match kind {
         filter_protobuf::NAME => Ok(Box::new(
             parse::<filter_protobuf::ProtobufFilterConfig>(table)?
@@ -109,7 +100,7 @@ pub(crate) fn build_output(
     kind: &str,
     table: toml::Table,
     context: &PluginContext,
-) -> Result<Box<dyn Output>, PluginConfigError> {
+) -> Result<Box<dyn Output>, KeyError> {
     match kind {
         output_file::NAME => Ok(Box::new(
             parse::<output_file::FileOutputConfig>(table)?
@@ -151,7 +142,7 @@ pub(crate) fn build_event_store(
     kind: &str,
     table: toml::Table,
     context: &PluginContext,
-) -> Result<BuiltEventStore, PluginConfigError> {
+) -> Result<BuiltEventStore, KeyError> {
     match kind {
         output_dynamodb::NAME => {
             let store = Arc::new(
@@ -174,7 +165,7 @@ pub(crate) fn build_replay_source(
     kind: &str,
     table: &toml::Table,
     context: &PluginContext,
-) -> Result<Option<Arc<dyn ReplaySource>>, PluginConfigError> {
+) -> Result<Option<Arc<dyn ReplaySource>>, KeyError> {
     match kind {
         output_dynamodb::NAME => Ok(Some(Arc::new(
             parse::<output_dynamodb::DynamoDbOutputConfig>(table.clone())?
@@ -190,25 +181,20 @@ pub(crate) fn build_replay_source(
     }
 }
 
-fn parse<T: DeserializeOwned>(table: toml::Table) -> Result<T, PluginConfigError> {
-    value_from_table(table).map_err(|(key, message)| PluginConfigError { key, message })
+fn parse<T: DeserializeOwned>(table: toml::Table) -> Result<T, KeyError> {
+    value_from_table(table)
 }
 
-fn build_error(error: impl std::fmt::Display) -> PluginConfigError {
-    PluginConfigError {
-        key: String::new(),
-        message: error.to_string(),
-    }
+/// A plugin's own build error is about its table as a whole.
+fn build_error(error: impl std::fmt::Display) -> KeyError {
+    KeyError::whole(error.to_string())
 }
 
-fn unknown(what: &str, kind: &str, known: &[&str]) -> PluginConfigError {
+fn unknown(what: &str, kind: &str, known: &[&str]) -> KeyError {
     let known = if known.is_empty() {
         "none in this version".to_owned()
     } else {
         known.join(", ")
     };
-    PluginConfigError {
-        key: "type".to_owned(),
-        message: format!("unknown {what} type {kind:?} (known: {known})"),
-    }
+    KeyError::new("type", format!("unknown {what} type {kind:?} (known: {known})"))
 }
