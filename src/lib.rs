@@ -15,7 +15,7 @@ pub mod healthcheck;
 mod metrics;
 mod output_driver;
 mod persisted_queue;
-pub use persisted_queue::inspect_queue;
+pub use persisted_queue::{InspectError, inspect_queue};
 pub mod pipeline;
 pub mod queue;
 pub mod queue_log;

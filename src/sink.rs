@@ -77,7 +77,7 @@ impl PipelineSink {
                     .log
                     .persist(events, bytes)
                     .await
-                    .map_err(SinkError::Unavailable)?;
+                    .map_err(|error| SinkError::Unavailable(error.to_string()))?;
                 let ack = if persistence.ack_queued {
                     ack.delivered();
                     None
