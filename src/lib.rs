@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod queue;
 pub mod queue_log;
 mod registry;
+pub use registry::producer_token_sha256;
 mod replay_guard;
 mod sink;
 pub mod store_cli;

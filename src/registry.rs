@@ -5,6 +5,9 @@
 //! builds the plugin. Building checks everything that can be checked without
 //! starting (addresses, templates, paths) and starts nothing.
 //!
+//! Besides building, the registry answers the one question the CLI has for
+//! a plugin: the hash of a producer token (the gRPC input's tokens file).
+//!
 //! `[[event_stores]]` tables are matched the same way; an event store and
 //! the outputs that can read back what they wrote are also replay sources,
 //! which a gRPC input serves by id (see `config::build`).
@@ -179,6 +182,12 @@ pub(crate) fn build_replay_source(
         ))),
         _ => Ok(None),
     }
+}
+
+/// The `token_sha256` of a producer token, as the gRPC input's tokens file
+/// lists it (`eventstash token hash`).
+pub fn producer_token_sha256(token: &str) -> String {
+    input_grpc::token_sha256(token)
 }
 
 fn parse<T: DeserializeOwned>(table: toml::Table) -> Result<T, KeyError> {
