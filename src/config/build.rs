@@ -33,6 +33,9 @@ const MAX_QUEUE_BYTES: u64 = u32::MAX as u64;
 /// Stores by id, as inputs name them.
 type Named<T> = Vec<(String, Arc<T>)>;
 
+/// The event stores by id, and the same stores as replay sources.
+type BuiltStores = (Named<dyn EventStore>, Named<dyn ReplaySource>);
+
 pub(super) fn build(file: &Path, parsed: PipelineFile) -> Result<PipelineConfig, ConfigError> {
     build_pipeline(file, parsed).map_err(|error| error.in_file(file))
 }
@@ -143,10 +146,7 @@ fn build_filters(tables: Vec<toml::Table>) -> Result<Vec<FilterPlugin>, KeyError
 }
 
 /// The event stores by id, and each as the first replay source.
-fn build_event_stores(
-    tables: Vec<toml::Table>,
-    pipeline_id: &str,
-) -> Result<(Named<dyn EventStore>, Named<dyn ReplaySource>), KeyError> {
+fn build_event_stores(tables: Vec<toml::Table>, pipeline_id: &str) -> Result<BuiltStores, KeyError> {
     // Not `type#n`: a `dynamodb` output would have the same id.
     let built = build_each("event_stores", tables, Some("event_store"), |table| {
         let context = PluginContext::new(pipeline_id, &table.id);
