@@ -31,9 +31,10 @@ pub enum RunOutcome {
     InputFailed,
     /// The drain did not finish in time; events were lost: exit 1.
     Unfinished,
-    /// Another agent holds a persisted queue's directory: exit 2, as for
-    /// any other configuration mistake.
-    QueueInUse,
+    /// Another agent holds a persisted queue's directory, or a filter
+    /// cannot start (its directories cannot be watched): exit 2, as for any
+    /// other configuration mistake.
+    ConfigConflict,
 }
 
 /// The signals the agent answers to, installed before anything starts.
@@ -133,8 +134,8 @@ async fn start_all(
                 error!(%reason, "a pipeline cannot start; stopping");
                 shutdown.cancel();
                 wait_all(&running).await;
-                return Err(if reason.is_in_use() {
-                    RunOutcome::QueueInUse
+                return Err(if reason.is_config_mistake() {
+                    RunOutcome::ConfigConflict
                 } else {
                     RunOutcome::InputFailed
                 });

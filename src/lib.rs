@@ -24,3 +24,5 @@ pub use registry::producer_token_sha256;
 mod replay_guard;
 mod sink;
 pub mod store_cli;
+#[cfg(test)]
+mod test_support;

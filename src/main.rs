@@ -227,7 +227,7 @@ fn run(runtime: &tokio::runtime::Runtime, patterns: &[String]) -> Outcome {
     let code = match runtime.block_on(app::run(pipelines)) {
         Ok(RunOutcome::Drained) => 0,
         Ok(RunOutcome::InputFailed | RunOutcome::Unfinished) => 1,
-        Ok(RunOutcome::QueueInUse) => i32::from(EXIT_CONFIG),
+        Ok(RunOutcome::ConfigConflict) => i32::from(EXIT_CONFIG),
         Err(error) => {
             eprintln!("error: cannot install signal handlers: {error}");
             1

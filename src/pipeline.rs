@@ -24,7 +24,7 @@ use filter_stage::FilterStage;
 pub(crate) use filter_stage::apply_isolated;
 use inputs::InputStarter;
 
-use crate::config::{OutputPlugin, PipelineConfig};
+use crate::config::{FilterPlugin, OutputPlugin, PipelineConfig};
 use crate::health::{OutputHealth, QueueReading};
 use crate::metrics::RELOADS;
 use crate::output_driver::{OutputDriver, OutputItem};
@@ -41,6 +41,35 @@ pub struct InputFailure {
     pub input: String,
     /// What went wrong.
     pub error: BoxError,
+}
+
+/// Why a pipeline could not start. Nothing of it runs then.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The persisted queue cannot be opened.
+    #[error(transparent)]
+    Queue(#[from] OpenError),
+    /// A filter could not start what it runs beside its events (the
+    /// protobuf filter's watcher).
+    #[error("filter {filter} cannot start: {source}")]
+    Filter {
+        /// The filter's id.
+        filter: String,
+        /// Why.
+        source: BoxError,
+    },
+}
+
+impl StartError {
+    /// Whether the configuration is at fault (another agent holds the
+    /// queue directory, a filter cannot watch its directories): exit 2, as
+    /// for any other configuration mistake.
+    pub fn is_config_mistake(&self) -> bool {
+        match self {
+            StartError::Queue(error) => error.is_in_use(),
+            StartError::Filter { .. } => true,
+        }
+    }
 }
 
 /// A started pipeline: its tasks, and what health and reports read.
@@ -65,16 +94,17 @@ pub struct RunningPipeline {
     replay_guard: Option<Arc<ReplayGuard>>,
 }
 
-/// Starts every stage of `config`, downstream first: open the persisted
-/// queue, spawn the output drivers, the filter stage, then the inputs (after
-/// the replay). Input failures are reported on `failures`; inputs mirror
-/// `serving` in their health protocols.
+/// Starts every stage of `config`, downstream first: start the filters,
+/// open the persisted queue, spawn the output drivers, the filter stage,
+/// then the inputs (after the replay). Input failures are reported on
+/// `failures`; inputs mirror `serving` in their health protocols.
 pub fn start(
     config: PipelineConfig,
     shutdown: CancellationToken,
     failures: mpsc::UnboundedSender<InputFailure>,
     serving: watch::Receiver<bool>,
-) -> Result<RunningPipeline, OpenError> {
+) -> Result<RunningPipeline, StartError> {
+    start_filters(&config.filters)?;
     let tasks = TaskTracker::new();
     let (persisted, replay) = open_queue(&config)?;
     let replay_guard = persisted.as_ref().map(|queue| Arc::new(ReplayGuard::open(&queue.path)));
@@ -123,6 +153,17 @@ pub fn start(
         persisted,
         replay_guard,
     })
+}
+
+/// Starts what each filter runs beside its events (see `Filter::start`).
+fn start_filters(filters: &[FilterPlugin]) -> Result<(), StartError> {
+    for plugin in filters {
+        plugin.filter.start().map_err(|source| StartError::Filter {
+            filter: plugin.id.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Opens the persisted queue, if the pipeline has one, with what a previous

@@ -3,10 +3,14 @@
 //! Each `[[inputs]]`, `[[filters]]` and `[[outputs]]` table is matched on its
 //! `type`; the plugin's own config struct reads the rest of the table and
 //! builds the plugin. Building checks everything that can be checked without
-//! starting (addresses, templates, paths) and starts nothing.
+//! starting (addresses, templates, paths) and starts nothing: what a plugin
+//! runs beside its work (the protobuf filter's watcher) starts with its
+//! pipeline (`Filter::start`), never under `validate`.
 //!
-//! Besides building, the registry answers the one question the CLI has for
-//! a plugin: the hash of a producer token (the gRPC input's tokens file).
+//! Besides building, the registry answers the two other questions the
+//! engine has for plugins: which of their keys default to an environment
+//! variable, and the hash of a producer token (the gRPC input's tokens
+//! file, for `eventstash token hash`).
 //!
 //! `[[event_stores]]` tables are matched the same way; an event store and
 //! the outputs that can read back what they wrote are also replay sources,
@@ -181,6 +185,19 @@ pub(crate) fn build_replay_source(
                 .map_err(build_error)?,
         ))),
         _ => Ok(None),
+    }
+}
+
+/// Keys of a plugin's table whose default is an environment variable
+/// (HFXEventStash's), as a pipeline file would write them; `section` is
+/// `inputs` or `filters`. The engine gives a table that leaves such a key
+/// out this value before interpolation (see `config/environment.rs`), so
+/// the environment is read one way only.
+pub(crate) fn environment_defaults(section: &str, kind: &str) -> &'static [(&'static str, &'static str)] {
+    match (section, kind) {
+        ("inputs", input_grpc::NAME) => &[("bind", "${GRPC_BIND_ADDRESS:0.0.0.0:42043}")],
+        ("filters", filter_protobuf::NAME) => &[("protos", "${PROTOS_GLOB:protos/**/*.proto}")],
+        _ => &[],
     }
 }
 

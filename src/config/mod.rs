@@ -8,6 +8,7 @@
 
 mod build;
 mod built;
+mod environment;
 mod file;
 mod interpolate;
 mod key_error;
@@ -83,7 +84,9 @@ pub fn load_all(files: &[PathBuf]) -> Result<Vec<PipelineConfig>, ConfigError> {
 pub fn load(file: &Path) -> Result<PipelineConfig, ConfigError> {
     let read = || -> Result<PipelineFile, KeyError> {
         let text = std::fs::read_to_string(file).map_err(|e| KeyError::whole(format!("cannot read: {e}")))?;
-        let table: toml::Table = toml::from_str(&text).map_err(|e| KeyError::whole(format!("not valid TOML: {e}")))?;
+        let mut table: toml::Table =
+            toml::from_str(&text).map_err(|e| KeyError::whole(format!("not valid TOML: {e}")))?;
+        environment::fill_defaults(&mut table);
         let mut value = toml::Value::Table(table);
         let lookup = |name: &str| std::env::var(name).ok();
         interpolate_strings(&mut value, &mut Vec::new(), &lookup)

@@ -166,6 +166,19 @@ impl PersistedQueue {
     }
 }
 
+impl PersistedQueue {
+    /// Waits for the log thread to end, for tests that reopen the
+    /// directory: every handle and claim must be gone already.
+    #[cfg(test)]
+    fn close(mut self) {
+        let thread = self.thread.take();
+        drop(self);
+        if let Some(thread) = thread {
+            thread.join().unwrap();
+        }
+    }
+}
+
 impl Drop for PersistedQueue {
     fn drop(&mut self) {
         // The thread ends once every handle is gone; waiting here would
@@ -239,5 +252,70 @@ fn report_recovery(path: &std::path::Path, recovery: &Recovery) {
     info!(queue = %path.display(), records = recovery.replay.len(), events, "persisted queue opened; replaying what outputs had not finished");
     for skipped in &recovery.skipped {
         warn!(queue = %path.display(), skipped = %skipped, "persisted queue: skipped a damaged part; the good records before it are kept");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::json_events as events;
+
+    const LIMITS: QueueLimits = QueueLimits {
+        max_events: 100,
+        max_bytes: 1 << 20,
+    };
+
+    fn outputs() -> Vec<String> {
+        vec!["a".to_owned(), "b".to_owned()]
+    }
+
+    #[tokio::test]
+    async fn a_record_is_replayed_only_to_the_outputs_that_had_not_finished_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, replay) = PersistedQueue::open(dir.path().to_owned(), &outputs(), LIMITS, None).unwrap();
+        assert!(replay.is_empty());
+        let (stored, claims) = queue.handle().persist(events(2), 100).await.unwrap();
+        assert_eq!(stored.len(), 2, "the events come back for the pipeline queue");
+        assert_eq!(queue.gauge().events(), 2, "held on disk until every output finishes");
+        let mut per_output = claims.per_output;
+        per_output[0].take().unwrap().delivered();
+        per_output[1].take().unwrap().failed("output b is down");
+        assert_eq!(queue.gauge().events(), 0, "settled either way: the room is given back");
+        queue.checkpoint(Duration::from_secs(10)).await;
+        queue.close();
+
+        let (queue, replay) = PersistedQueue::open(dir.path().to_owned(), &outputs(), LIMITS, None).unwrap();
+        assert_eq!(replay.len(), 1);
+        assert_eq!(replay[0].pending, [1], "only output b still needs it");
+        assert_eq!(replay[0].events.len(), 2);
+        let claims = queue.handle().replay_claims(&replay[0], 100).await;
+        assert!(claims.per_output[0].is_none() && claims.per_output[1].is_some());
+    }
+
+    #[tokio::test]
+    async fn a_record_set_aside_is_not_replayed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, _) = PersistedQueue::open(dir.path().to_owned(), &outputs(), LIMITS, None).unwrap();
+        let (_, claims) = queue.handle().persist(events(1), 10).await.unwrap();
+        drop(claims);
+        queue.checkpoint(Duration::from_secs(10)).await;
+        queue.close();
+        let (queue, replay) = PersistedQueue::open(dir.path().to_owned(), &outputs(), LIMITS, None).unwrap();
+        assert_eq!(replay.len(), 1, "claims dropped unsettled leave the record");
+        queue.handle().finish_everywhere(&replay[0]);
+        queue.checkpoint(Duration::from_secs(10)).await;
+        queue.close();
+        let (_, replay) = PersistedQueue::open(dir.path().to_owned(), &outputs(), LIMITS, None).unwrap();
+        assert!(replay.is_empty());
+    }
+
+    #[test]
+    fn a_directory_another_queue_holds_is_refused_as_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_queue, _) = PersistedQueue::open(dir.path().to_owned(), &outputs(), LIMITS, None).unwrap();
+        let Err(error) = PersistedQueue::open(dir.path().to_owned(), &outputs(), LIMITS, None) else {
+            panic!("a second queue opened the same directory");
+        };
+        assert!(error.is_in_use(), "{error}");
     }
 }
