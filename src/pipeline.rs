@@ -300,3 +300,228 @@ pub(crate) fn output_health(config: &PipelineConfig) -> Vec<OutputHealth> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use eventstash_plugin_api::{
+        ComponentHealth, Event, EventBatch, Input, InputContext, Output, OutputBatch, PluginContext, ack_group,
+    };
+
+    use super::*;
+    use crate::config::{BatchSettings, InputPlugin};
+    use crate::queue::QueueLimits;
+    use crate::test_support::json_events;
+
+    /// Long enough for any machine; the tests do not depend on it.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    const LIMITS: QueueLimits = QueueLimits {
+        max_events: 100,
+        max_bytes: 1 << 20,
+    };
+
+    /// Sends one batch, waits until it is stored everywhere, returns.
+    struct OneBatch(usize);
+
+    #[async_trait]
+    impl Input for OneBatch {
+        async fn run(self: Box<Self>, ctx: InputContext) -> Result<(), BoxError> {
+            let (ack, wait) = ack_group();
+            let events = json_events(self.0);
+            ctx.sink
+                .send(EventBatch {
+                    events,
+                    ack,
+                    flush: true,
+                })
+                .await?;
+            Ok(wait.wait().await?)
+        }
+    }
+
+    /// Fails at once, like an input whose port is taken.
+    struct PortTaken;
+
+    #[async_trait]
+    impl Input for PortTaken {
+        async fn run(self: Box<Self>, _ctx: InputContext) -> Result<(), BoxError> {
+            Err("port 42043 is taken".into())
+        }
+    }
+
+    /// Records the kinds it stores, and whether it was closed.
+    #[derive(Default)]
+    struct Recording {
+        kinds: Mutex<Vec<String>>,
+        closed: Mutex<bool>,
+    }
+
+    #[async_trait]
+    impl Output for Recording {
+        async fn write(&self, batch: OutputBatch) -> Result<(), BoxError> {
+            let mut kinds = self.kinds.lock().unwrap();
+            kinds.extend(batch.iter().map(|event| event.kind.clone()));
+            Ok(())
+        }
+
+        async fn close(&self) -> Result<(), BoxError> {
+            *self.closed.lock().unwrap() = true;
+            Ok(())
+        }
+    }
+
+    /// Marks every event it sees; panics on the event with id `poison`;
+    /// cannot start when asked not to.
+    struct Marker {
+        startable: bool,
+    }
+
+    impl Filter for Marker {
+        fn apply(&self, events: &mut [Event]) {
+            assert!(events.iter().all(|e| e.id != "poison"), "poisoned");
+            events.iter_mut().for_each(|e| e.kind = "marked".to_owned());
+        }
+
+        fn start(&self) -> Result<(), BoxError> {
+            if self.startable {
+                Ok(())
+            } else {
+                Err("cannot watch protos/".into())
+            }
+        }
+    }
+
+    fn input(id: &str, input: Box<dyn Input>) -> InputPlugin {
+        InputPlugin {
+            id: id.into(),
+            context: PluginContext::new("main", id),
+            input,
+        }
+    }
+
+    fn output(id: &str, output: Arc<Recording>) -> OutputPlugin {
+        OutputPlugin {
+            id: id.into(),
+            health: ComponentHealth::default(),
+            output,
+            queue: LIMITS,
+            batch: BatchSettings {
+                max_events: 100,
+                max_bytes: 1 << 20,
+                delay: Duration::from_secs(60),
+                concurrency: 1,
+            },
+        }
+    }
+
+    fn pipeline(inputs: Vec<InputPlugin>, filter: Marker, outputs: Vec<OutputPlugin>) -> PipelineConfig {
+        PipelineConfig {
+            file: PathBuf::from("test.toml"),
+            id: "main".into(),
+            shutdown_timeout: PATIENCE,
+            queue: LIMITS,
+            workers: 2,
+            unhealthy_after: PATIENCE,
+            metrics_bind: None,
+            log_format: None,
+            persisted: None,
+            inputs,
+            filters: vec![FilterPlugin {
+                id: "marker".into(),
+                filter: Arc::new(filter),
+            }],
+            outputs,
+            event_stores: Vec::new(),
+            replay_sources: Vec::new(),
+        }
+    }
+
+    fn start_now(
+        config: PipelineConfig,
+    ) -> (
+        Result<RunningPipeline, StartError>,
+        mpsc::UnboundedReceiver<InputFailure>,
+    ) {
+        let (failures, failed) = mpsc::unbounded_channel();
+        let (_serving, serving) = watch::channel(true);
+        (start(config, CancellationToken::new(), failures, serving), failed)
+    }
+
+    #[tokio::test]
+    async fn events_reach_every_output_filtered_and_the_pipeline_ends_when_its_inputs_return() {
+        let (a, b) = (Arc::new(Recording::default()), Arc::new(Recording::default()));
+        let config = pipeline(
+            vec![input("one", Box::new(OneBatch(3)))],
+            Marker { startable: true },
+            vec![output("a", a.clone()), output("b", b.clone())],
+        );
+        let (running, _failed) = start_now(config);
+        let running = running.unwrap();
+        tokio::time::timeout(PATIENCE, running.wait())
+            .await
+            .expect("the pipeline drains");
+        for output in [&a, &b] {
+            assert_eq!(*output.kinds.lock().unwrap(), ["marked"; 3]);
+            assert!(*output.closed.lock().unwrap(), "closed after the drain");
+        }
+        let (events_in, stored) = running.counts();
+        assert_eq!(events_in, 3);
+        assert_eq!(stored, [("a".to_owned(), 3), ("b".to_owned(), 3)]);
+        assert!(running.leftovers().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failing_input_is_reported_by_name_and_the_pipeline_still_drains() {
+        let recording = Arc::new(Recording::default());
+        let config = pipeline(
+            vec![input("bad", Box::new(PortTaken))],
+            Marker { startable: true },
+            vec![output("a", recording.clone())],
+        );
+        let (running, mut failed) = start_now(config);
+        let running = running.unwrap();
+        let failure = failed.recv().await.expect("the failure is reported");
+        assert_eq!(failure.input, "main/bad");
+        assert_eq!(failure.error.to_string(), "port 42043 is taken");
+        tokio::time::timeout(PATIENCE, running.wait())
+            .await
+            .expect("the pipeline drains");
+        assert!(*recording.closed.lock().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_filter_that_cannot_start_starts_nothing_and_blames_the_configuration() {
+        let recording = Arc::new(Recording::default());
+        let config = pipeline(
+            vec![input("one", Box::new(OneBatch(1)))],
+            Marker { startable: false },
+            vec![output("a", recording.clone())],
+        );
+        let Err(error) = start_now(config).0 else {
+            panic!("the pipeline started without its filter");
+        };
+        assert!(error.is_config_mistake());
+        assert_eq!(error.to_string(), "filter marker cannot start: cannot watch protos/");
+        assert!(!*recording.closed.lock().unwrap(), "no output driver ran");
+    }
+
+    #[test]
+    fn a_filter_that_panics_on_one_event_costs_only_that_event() {
+        let filters: Vec<Arc<dyn Filter>> = vec![Arc::new(Marker { startable: true })];
+        let mut events = json_events(3);
+        events[1].id = "poison".into();
+        events[1].payload = eventstash_plugin_api::Payload::Protobuf(bytes::Bytes::from_static(b"\x08\x01"));
+        apply_isolated(&filters, &mut events);
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["marked", "k", "marked"]);
+        assert!(matches!(
+            events[1].payload,
+            eventstash_plugin_api::Payload::InvalidProto(_)
+        ));
+    }
+}

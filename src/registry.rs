@@ -224,3 +224,86 @@ fn unknown(what: &str, kind: &str, known: &[&str]) -> KeyError {
     };
     KeyError::new("type", format!("unknown {what} type {kind:?} (known: {known})"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> toml::Table {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn only_the_hfx_variables_are_environment_defaults() {
+        assert_eq!(
+            environment_defaults("inputs", input_grpc::NAME),
+            [("bind", "${GRPC_BIND_ADDRESS:0.0.0.0:42043}")]
+        );
+        assert_eq!(
+            environment_defaults("filters", filter_protobuf::NAME),
+            [("protos", "${PROTOS_GLOB:protos/**/*.proto}")]
+        );
+        assert!(environment_defaults("inputs", input_sqs::NAME).is_empty());
+        assert!(
+            environment_defaults("outputs", input_grpc::NAME).is_empty(),
+            "by section, not just type"
+        );
+    }
+
+    #[test]
+    fn an_unknown_type_names_the_type_key_and_the_known_ones() {
+        let Err(error) = build_output("kafka", toml::Table::new(), &PluginContext::new("main", "kafka#0")) else {
+            panic!("an unknown output was built");
+        };
+        assert_eq!(error.key, "type");
+        assert!(error.message.contains("\"kafka\""), "{}", error.message);
+        assert!(error.message.contains(output_file::NAME), "{}", error.message);
+    }
+
+    #[test]
+    fn a_wrong_key_is_named_relative_to_the_plugin_table() {
+        let Err(error) = build_output(
+            output_file::NAME,
+            table("path = \"data/x.jsonl\"\nsynk = true"),
+            &PluginContext::new("main", "file#0"),
+        ) else {
+            panic!("an unknown key was accepted");
+        };
+        assert_eq!(error.key, "synk");
+    }
+
+    #[test]
+    fn only_grpc_inputs_take_the_event_store() {
+        let wiring = EventStoreWiring {
+            store: None,
+            replay: Vec::new(),
+        };
+        let Err(error) = build_input(input_sqs::NAME, toml::Table::new(), Some(wiring)) else {
+            panic!("an sqs input took the event store");
+        };
+        assert_eq!(error.key, "event_store");
+    }
+
+    #[test]
+    fn a_plugin_that_does_not_build_blames_its_whole_table() {
+        let Err(error) = build_filter(filter_protobuf::NAME, table("protos = \"no/such/dir/**/*.proto\"")) else {
+            panic!("a filter without protos was built");
+        };
+        assert_eq!(error.key, "");
+        assert!(!error.message.is_empty());
+    }
+
+    #[test]
+    fn outputs_that_cannot_replay_have_no_replay_source() {
+        let source = build_replay_source(output_file::NAME, &table("path = \"x\""), &PluginContext::new("m", "f"));
+        assert!(source.unwrap().is_none());
+    }
+
+    #[test]
+    fn the_token_hash_is_the_hex_sha256_of_the_token() {
+        assert_eq!(
+            producer_token_sha256("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
