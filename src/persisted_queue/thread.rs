@@ -25,11 +25,15 @@ const REQUESTS_PER_ROUND: usize = 4096;
 /// The log thread: group commit of appends, completions, checkpoints.
 /// With `sync_every` (`sync = "interval"`), appends wait for the next
 /// periodic sync instead of syncing each round: fewer fsyncs, slower acks.
-pub(super) fn serve(mut log: QueueLog, requests: Receiver<Request>, sync_every: Option<Duration>) {
-    let mut finished_since_checkpoint = false;
-    let mut last_checkpoint = Instant::now();
-    let mut last_sync = Instant::now();
-    let mut waiting = Vec::new();
+pub(super) fn serve(log: QueueLog, requests: Receiver<Request>, sync_every: Option<Duration>) {
+    let mut thread = LogThread {
+        log,
+        sync_every,
+        waiting: Vec::new(),
+        finished_since_checkpoint: false,
+        last_checkpoint: Instant::now(),
+        last_sync: Instant::now(),
+    };
     let wake_every = sync_every.map_or(CHECKPOINT_EVERY, |every| every.min(CHECKPOINT_EVERY));
     loop {
         let first = match requests.recv_timeout(wake_every) {
@@ -37,41 +41,78 @@ pub(super) fn serve(mut log: QueueLog, requests: Receiver<Request>, sync_every: 
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        let round = first.into_iter().chain(requests.try_iter().take(REQUESTS_PER_ROUND));
+        let checkpoints = thread.apply(round);
+        thread.sync_if_due();
+        thread.checkpoint_if_due(checkpoints);
+    }
+    sync_and_reply(&mut thread.log, &mut thread.waiting);
+    if let Err(error) = thread.log.checkpoint() {
+        error!(%error, "final persisted queue checkpoint failed; finished records may be replayed after a restart");
+    }
+}
+
+/// The log and what the thread remembers between rounds.
+struct LogThread {
+    log: QueueLog,
+    /// `sync = "interval"`: how often appends are synced.
+    sync_every: Option<Duration>,
+    /// Appends of this round (or, with `sync_every`, since the last sync)
+    /// waiting for the sync before they are answered.
+    waiting: Vec<AppendReply>,
+    /// A record was finished since the last checkpoint.
+    finished_since_checkpoint: bool,
+    last_checkpoint: Instant,
+    last_sync: Instant,
+}
+
+impl LogThread {
+    /// Writes the round's appends and applies its completions; returns the
+    /// checkpoint requests, answered after the round's checkpoint.
+    fn apply(&mut self, round: impl Iterator<Item = Request>) -> Vec<oneshot::Sender<()>> {
         let mut checkpoints = Vec::new();
-        for request in first.into_iter().chain(requests.try_iter().take(REQUESTS_PER_ROUND)) {
+        for request in round {
             match request {
                 Request::Append { events, reply } => {
-                    let written = log.append(&events).map_err(|e| PersistError::Append(Arc::new(e)));
+                    let written = self.log.append(&events).map_err(|e| PersistError::Append(Arc::new(e)));
                     drop(events);
-                    waiting.push((reply, written));
+                    self.waiting.push((reply, written));
                 }
                 Request::Finish { output, seq } => {
-                    log.finish(output, seq);
-                    finished_since_checkpoint = true;
+                    self.log.finish(output, seq);
+                    self.finished_since_checkpoint = true;
                 }
                 Request::Checkpoint { reply } => checkpoints.push(reply),
             }
         }
-        let sync_due = sync_every.is_none_or(|every| last_sync.elapsed() >= every);
-        if !waiting.is_empty() && sync_due {
-            sync_and_reply(&mut log, &mut waiting);
-            last_sync = Instant::now();
-        }
-        let due = finished_since_checkpoint && last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
-        if due || !checkpoints.is_empty() {
-            if let Err(error) = log.checkpoint() {
-                error!(%error, "persisted queue checkpoint failed; finished records may be replayed after a restart");
-            }
-            finished_since_checkpoint = false;
-            last_checkpoint = Instant::now();
-            for reply in checkpoints {
-                let _ = reply.send(());
-            }
+        checkpoints
+    }
+
+    /// Syncs the waiting appends (every round, or every `sync_every`) and
+    /// answers their producers.
+    fn sync_if_due(&mut self) {
+        let sync_due = self.sync_every.is_none_or(|every| self.last_sync.elapsed() >= every);
+        if !self.waiting.is_empty() && sync_due {
+            sync_and_reply(&mut self.log, &mut self.waiting);
+            self.last_sync = Instant::now();
         }
     }
-    sync_and_reply(&mut log, &mut waiting);
-    if let Err(error) = log.checkpoint() {
-        error!(%error, "final persisted queue checkpoint failed; finished records may be replayed after a restart");
+
+    /// Checkpoints when asked, or every [`CHECKPOINT_EVERY`] while records
+    /// finish.
+    fn checkpoint_if_due(&mut self, requests: Vec<oneshot::Sender<()>>) {
+        let due = self.finished_since_checkpoint && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
+        if !due && requests.is_empty() {
+            return;
+        }
+        if let Err(error) = self.log.checkpoint() {
+            error!(%error, "persisted queue checkpoint failed; finished records may be replayed after a restart");
+        }
+        self.finished_since_checkpoint = false;
+        self.last_checkpoint = Instant::now();
+        for reply in requests {
+            let _ = reply.send(());
+        }
     }
 }
 
