@@ -15,12 +15,12 @@ use std::time::Duration;
 use eventstash_plugin_api::CancellationToken;
 use futures::future::join_all;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::config::PipelineConfig;
 use crate::health::{AgentHealth, Lifecycle};
-use crate::pipeline::{RunningPipeline, output_health, start};
+use crate::pipeline::{InputFailure, RunningPipeline, output_health, start};
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,43 +31,100 @@ pub enum RunOutcome {
     InputFailed,
     /// The drain did not finish in time; events were lost: exit 1.
     Unfinished,
-    /// Another agent holds a persisted queue's directory: exit 2, as for
-    /// any other configuration mistake.
-    QueueInUse,
+    /// Another agent holds a persisted queue's directory, or a filter
+    /// cannot start (its directories cannot be watched): exit 2, as for any
+    /// other configuration mistake.
+    ConfigConflict,
 }
 
+/// The signals the agent answers to, installed before anything starts.
 struct Signals {
     terminate: Signal,
     interrupt: Signal,
     hangup: Signal,
 }
 
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// What the agent takes from all its pipelines together.
+struct AgentSettings {
+    /// The longest pipeline's: one deadline for the whole drain.
+    shutdown_timeout: Duration,
+    /// The shortest pipeline's.
+    unhealthy_after: Duration,
+    /// The first pipeline's `[metrics] bind`.
+    metrics_bind: Option<std::net::SocketAddr>,
+}
+
+impl AgentSettings {
+    fn of(pipelines: &[PipelineConfig]) -> AgentSettings {
+        AgentSettings {
+            shutdown_timeout: pipelines
+                .iter()
+                .map(|p| p.shutdown_timeout)
+                .max()
+                .unwrap_or(Duration::from_secs(15)),
+            unhealthy_after: pipelines
+                .iter()
+                .map(|p| p.unhealthy_after)
+                .min()
+                .unwrap_or(Duration::from_secs(30)),
+            metrics_bind: pipelines.iter().find_map(|p| p.metrics_bind),
+        }
+    }
+}
+
 /// Runs the pipelines until a signal or an input failure, then drains.
 pub async fn run(pipelines: Vec<PipelineConfig>) -> std::io::Result<RunOutcome> {
-    let mut signals = Signals {
-        terminate: signal(SignalKind::terminate())?,
-        interrupt: signal(SignalKind::interrupt())?,
-        hangup: signal(SignalKind::hangup())?,
-    };
-    let shutdown_timeout = pipelines
-        .iter()
-        .map(|p| p.shutdown_timeout)
-        .max()
-        .unwrap_or(Duration::from_secs(15));
-    let unhealthy_after = pipelines
-        .iter()
-        .map(|p| p.unhealthy_after)
-        .min()
-        .unwrap_or(Duration::from_secs(30));
-    let metrics_bind = pipelines.iter().find_map(|p| p.metrics_bind);
-    if metrics_bind.is_some() {
+    let mut signals = Signals::install()?;
+    let settings = AgentSettings::of(&pipelines);
+    if settings.metrics_bind.is_some() {
         crate::metrics::recorder();
     }
-
     let shutdown = CancellationToken::new();
+    // Senders: one per input task (see `pipeline`); receiver: the loop in
+    // `wait_for_stop`. It never closes while an input could still fail.
     let (failures, mut failed) = mpsc::unbounded_channel();
     let outputs = pipelines.iter().flat_map(output_health).collect();
-    let (health, serving) = AgentHealth::new(unhealthy_after, outputs, Vec::new());
+    let (health, serving) = AgentHealth::new(settings.unhealthy_after, outputs, Vec::new());
+    let running = match start_all(pipelines, &shutdown, &failures, &serving).await {
+        Ok(running) => running,
+        Err(outcome) => return Ok(outcome),
+    };
+    drop(failures);
+    let queues = running.iter().flat_map(RunningPipeline::queue_readings).collect();
+    let health = Arc::new(health.with_queues(queues));
+    let background = CancellationToken::new();
+    spawn_observers(&health, settings.metrics_bind, &background);
+    health.set_lifecycle(Lifecycle::Running);
+    info!(pipelines = running.len(), "eventstash running");
+
+    let outcome = wait_for_stop(&mut signals, &mut failed, &running, settings.shutdown_timeout).await;
+    health.set_lifecycle(Lifecycle::Draining);
+    shutdown.cancel();
+    let finished = drain(&mut signals, &running, settings.shutdown_timeout, outcome).await;
+    // Persist the outputs' progress, so a restart resends as little as possible.
+    join_all(running.iter().map(RunningPipeline::checkpoint)).await;
+    background.cancel();
+    Ok(finished)
+}
+
+/// Starts every pipeline, or none: if one cannot start, what did start is
+/// stopped and the outcome says why.
+async fn start_all(
+    pipelines: Vec<PipelineConfig>,
+    shutdown: &CancellationToken,
+    failures: &mpsc::UnboundedSender<InputFailure>,
+    serving: &watch::Receiver<bool>,
+) -> Result<Vec<RunningPipeline>, RunOutcome> {
     let mut running: Vec<RunningPipeline> = Vec::with_capacity(pipelines.len());
     for pipeline in pipelines {
         match start(pipeline, shutdown.clone(), failures.clone(), serving.clone()) {
@@ -77,23 +134,25 @@ pub async fn run(pipelines: Vec<PipelineConfig>) -> std::io::Result<RunOutcome> 
                 error!(%reason, "a pipeline cannot start; stopping");
                 shutdown.cancel();
                 wait_all(&running).await;
-                return Ok(if reason.is_in_use() {
-                    RunOutcome::QueueInUse
+                return Err(if reason.is_config_mistake() {
+                    RunOutcome::ConfigConflict
                 } else {
                     RunOutcome::InputFailed
                 });
             }
         }
     }
-    drop(failures);
-    let queues = running.iter().flat_map(RunningPipeline::queue_readings).collect();
-    let health = Arc::new(health.with_queues(queues));
-    let background = CancellationToken::new();
-    spawn_observers(&health, metrics_bind, &background);
-    health.set_lifecycle(Lifecycle::Running);
-    info!(pipelines = running.len(), "eventstash running");
+    Ok(running)
+}
 
-    let mut outcome = RunOutcome::Drained;
+/// Waits for what starts the drain — a signal, an input failure, or every
+/// input finishing — answering SIGHUP meanwhile.
+async fn wait_for_stop(
+    signals: &mut Signals,
+    failed: &mut mpsc::UnboundedReceiver<InputFailure>,
+    running: &[RunningPipeline],
+    shutdown_timeout: Duration,
+) -> RunOutcome {
     loop {
         tokio::select! {
             // In this order: an input that fails also ends, so its failure
@@ -103,44 +162,54 @@ pub async fn run(pipelines: Vec<PipelineConfig>) -> std::io::Result<RunOutcome> 
             _ = signals.hangup.recv() => {
                 info!(signal = "SIGHUP", "reloading filters");
                 running.iter().for_each(RunningPipeline::reload_filters);
-                continue;
             }
-            _ = signals.terminate.recv() => info!(signal = "SIGTERM", timeout = ?shutdown_timeout, "drain started"),
-            _ = signals.interrupt.recv() => info!(signal = "SIGINT", timeout = ?shutdown_timeout, "drain started"),
+            _ = signals.terminate.recv() => {
+                info!(signal = "SIGTERM", timeout = ?shutdown_timeout, "drain started");
+                return RunOutcome::Drained;
+            }
+            _ = signals.interrupt.recv() => {
+                info!(signal = "SIGINT", timeout = ?shutdown_timeout, "drain started");
+                return RunOutcome::Drained;
+            }
             Some(failure) = failed.recv() => {
                 error!(input = %failure.input, error = %failure.error, "drain started after an input failure");
-                outcome = RunOutcome::InputFailed;
+                return RunOutcome::InputFailed;
             }
-            () = wait_all(&running) => info!("every input has finished; drain started"),
+            () = wait_all(running) => {
+                info!("every input has finished; drain started");
+                return RunOutcome::Drained;
+            }
         }
-        break;
     }
-    health.set_lifecycle(Lifecycle::Draining);
-    shutdown.cancel();
+}
 
+/// Waits for the drain within the shutdown timeout; past it, or on a
+/// second signal, reports what is left and gives up.
+async fn drain(
+    signals: &mut Signals,
+    running: &[RunningPipeline],
+    shutdown_timeout: Duration,
+    outcome: RunOutcome,
+) -> RunOutcome {
     let deadline = tokio::time::sleep(shutdown_timeout);
-    let finished: std::io::Result<RunOutcome> = tokio::select! {
-        () = wait_all(&running) => {
-            report_counts(&running);
-            Ok(outcome)
+    tokio::select! {
+        () = wait_all(running) => {
+            report_counts(running);
+            outcome
         }
         () = deadline => {
-            report_leftovers(&running, &format!("shutdown timeout of {shutdown_timeout:?} passed"));
-            Ok(RunOutcome::Unfinished)
+            report_leftovers(running, &format!("shutdown timeout of {shutdown_timeout:?} passed"));
+            RunOutcome::Unfinished
         }
         _ = signals.terminate.recv() => {
-            report_leftovers(&running, "second signal");
-            Ok(RunOutcome::Unfinished)
+            report_leftovers(running, "second signal");
+            RunOutcome::Unfinished
         }
         _ = signals.interrupt.recv() => {
-            report_leftovers(&running, "second signal");
-            Ok(RunOutcome::Unfinished)
+            report_leftovers(running, "second signal");
+            RunOutcome::Unfinished
         }
-    };
-    // Persist the outputs' progress, so a restart resends as little as possible.
-    join_all(running.iter().map(RunningPipeline::checkpoint)).await;
-    background.cancel();
-    finished
+    }
 }
 
 /// The health evaluator and, if configured, the metrics endpoint. They run

@@ -34,24 +34,40 @@ pub enum Lifecycle {
 
 /// One output's health, as registered by its pipeline.
 pub(crate) struct OutputHealth {
+    /// `[pipeline] id`.
     pub(crate) pipeline: String,
+    /// The output's id.
     pub(crate) output: String,
+    /// Shared cell: written by the output plugin and its driver (through
+    /// their `OutageReport`s), read here.
     pub(crate) health: ComponentHealth,
 }
 
 /// One queue's gauge, as registered by its pipeline.
 pub(crate) struct QueueReading {
+    /// `[pipeline] id`.
     pub(crate) pipeline: String,
+    /// `pipeline`, `output <id>` or `persisted`.
     pub(crate) queue: String,
+    /// Shared with the queue: moved by its senders and receiver, read here.
     pub(crate) gauge: QueueGauge,
 }
 
 /// Everything the agent's health is made of.
 pub struct AgentHealth {
+    /// A [`Lifecycle`], set by `app::run` as the agent starts and drains.
     lifecycle: AtomicU8,
+    /// How long an output may fail before the agent stops serving.
     unhealthy_after: Duration,
+    /// Every output's health cell, registered before the pipelines start.
     outputs: Vec<OutputHealth>,
+    /// Every queue's gauge, added once its pipeline started.
     queues: Vec<QueueReading>,
+    /// Whether the agent serves. Sent only here ([`evaluate`](Self::evaluate),
+    /// on a change); received by every input (a clone each, through its
+    /// `InputContext`), which mirrors it in its health protocol. It closes
+    /// when the agent's health is dropped, after the drain: inputs have
+    /// returned by then.
     serving: watch::Sender<bool>,
 }
 
@@ -263,6 +279,46 @@ mod tests {
         output.recovered();
         health.evaluate();
         assert_eq!(health.report().status, "ok");
+    }
+
+    #[test]
+    fn inputs_see_serving_only_while_running_and_every_output_is_healthy() {
+        let output = ComponentHealth::default();
+        let outputs = vec![OutputHealth {
+            pipeline: "main".into(),
+            output: "file#0".into(),
+            health: output.clone(),
+        }];
+        let (health, serving) = AgentHealth::new(Duration::ZERO, outputs, Vec::new());
+        assert!(!*serving.borrow(), "starting");
+        health.set_lifecycle(Lifecycle::Running);
+        assert!(*serving.borrow());
+        output.failing("disk full");
+        health.evaluate();
+        assert!(!*serving.borrow(), "an output failing past the grace period");
+        output.recovered();
+        health.evaluate();
+        assert!(*serving.borrow());
+        health.set_lifecycle(Lifecycle::Draining);
+        assert!(!*serving.borrow(), "draining");
+    }
+
+    #[test]
+    fn queues_report_their_depth() {
+        let gauge = QueueGauge::new(crate::queue::QueueLimits {
+            max_events: 10,
+            max_bytes: 1 << 20,
+        });
+        let queues = vec![QueueReading {
+            pipeline: "main".into(),
+            queue: "pipeline".into(),
+            gauge: gauge.clone(),
+        }];
+        let (health, _serving) = AgentHealth::new(Duration::ZERO, Vec::new(), Vec::new());
+        let health = health.with_queues(queues);
+        let report = health.report();
+        assert_eq!(report.queues.len(), 1);
+        assert_eq!((report.queues[0].events, report.queues[0].bytes), (0, 0));
     }
 
     #[test]

@@ -15,11 +15,14 @@ pub mod healthcheck;
 mod metrics;
 mod output_driver;
 mod persisted_queue;
-pub use persisted_queue::inspect_queue;
+pub use persisted_queue::{InspectError, inspect_queue};
 pub mod pipeline;
 pub mod queue;
 pub mod queue_log;
 mod registry;
+pub use registry::producer_token_sha256;
 mod replay_guard;
 mod sink;
 pub mod store_cli;
+#[cfg(test)]
+mod test_support;

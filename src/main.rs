@@ -161,101 +161,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
-        Command::Run { config } => {
-            let pipelines = match config::expand_paths(&config).and_then(|files| config::load_all(&files)) {
-                Ok(pipelines) => pipelines,
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            init_logging(pipelines.iter().find_map(|p| p.log_format));
-            let code = match runtime.block_on(app::run(pipelines)) {
-                Ok(RunOutcome::Drained) => 0,
-                Ok(RunOutcome::InputFailed | RunOutcome::Unfinished) => 1,
-                Ok(RunOutcome::QueueInUse) => i32::from(EXIT_CONFIG),
-                Err(error) => {
-                    eprintln!("error: cannot install signal handlers: {error}");
-                    1
-                }
-            };
-            // Leave without waiting for tasks a timed-out drain left behind.
-            std::process::exit(code);
-        }
-        Command::Validate { config } => {
-            init_logging(None);
-            match config::expand_paths(&config).and_then(|files| config::load_all(&files)) {
-                Ok(pipelines) => {
-                    if let Err(error) = runtime.block_on(check_remotes(&pipelines)) {
-                        eprintln!("error: {error}");
-                        return ExitCode::from(EXIT_CONFIG);
-                    }
-                    for p in pipelines {
-                        println!(
-                            "ok: {} (pipeline {:?}: {} input(s), {} filter(s), {} output(s))",
-                            p.file.display(),
-                            p.id,
-                            p.inputs.len(),
-                            p.filters.len(),
-                            p.outputs.len()
-                        );
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    ExitCode::from(EXIT_CONFIG)
-                }
-            }
-        }
+    let outcome = match cli.command {
+        Command::Run { config } => run(&runtime, &config),
+        Command::Validate { config } => validate(&runtime, &config),
         Command::Queue {
             command: QueueCommand::Inspect { config },
-        } => {
-            init_logging(None);
-            let pipelines = match config::expand_paths(&config).and_then(|files| config::load_all(&files)) {
-                Ok(pipelines) => pipelines,
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            let mut code = ExitCode::SUCCESS;
-            for pipeline in &pipelines {
-                match eventstash::inspect_queue(pipeline) {
-                    Ok(Some(report)) => print!("{report}"),
-                    Ok(None) => println!("pipeline {:?}: memory queue, nothing on disk", pipeline.id),
-                    Err(error) => {
-                        eprintln!("error: {error}");
-                        code = ExitCode::FAILURE;
-                    }
-                }
-            }
-            code
-        }
+        } => inspect_queues(&config),
         Command::Read {
             config,
             store,
             from_version,
             aggregate_id,
-        } => {
-            init_logging(None);
-            let Some(pipelines) = load_pipelines(&config) else {
-                return ExitCode::from(EXIT_CONFIG);
-            };
-            let stores = pipelines.iter().flat_map(|p| p.event_stores.iter().cloned()).collect();
-            let Some(store) = pick("event store", stores, store.as_deref()) else {
-                return ExitCode::from(EXIT_CONFIG);
-            };
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            match runtime.block_on(store_cli::read(store, &aggregate_id, from_version, &mut out)) {
-                Ok(change_sets) => {
-                    eprintln!("{change_sets} change set(s) of {aggregate_id:?}");
-                    ExitCode::SUCCESS
-                }
-                Err(error) => cli_failure(&error),
-            }
-        }
+        } => read(&runtime, &config, store.as_deref(), from_version, &aggregate_id),
         Command::Replay {
             config,
             source,
@@ -266,53 +183,15 @@ fn main() -> ExitCode {
             page_size,
             limit,
         } => {
-            init_logging(None);
-            let Some(pipelines) = load_pipelines(&config) else {
-                return ExitCode::from(EXIT_CONFIG);
-            };
-            let sources = pipelines
-                .iter()
-                .flat_map(|p| p.replay_sources.iter().cloned())
-                .collect();
-            let Some(source) = pick("replay source", sources, source.as_deref()) else {
-                return ExitCode::from(EXIT_CONFIG);
-            };
-            let selector = match selector {
-                ReplaySelectorArgs { kind: Some(kind), .. } => ReplaySelector::Kind(kind),
-                ReplaySelectorArgs {
-                    aggregate_type: Some(kind),
-                    ..
-                } => ReplaySelector::AggregateType(kind),
-                ReplaySelectorArgs {
-                    event_source: Some(name),
-                    ..
-                } => ReplaySelector::Source(name),
-                _ => unreachable!("clap requires one selector"),
-            };
             let request = store_cli::ReplayArgs {
-                selector,
+                selector: selector.into(),
                 from,
                 until,
                 cursor,
                 page_size,
                 limit,
             };
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            match runtime.block_on(store_cli::replay(source, request, &mut out)) {
-                Ok(summary) => {
-                    let state = if summary.complete {
-                        "complete"
-                    } else {
-                        "stopped at --limit"
-                    };
-                    eprintln!("{} event(s), {state}", summary.events);
-                    if let Some(cursor) = summary.last_cursor {
-                        eprintln!("resume after the last one with --cursor {cursor}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(error) => cli_failure(&error),
-            }
+            replay(&runtime, &config, source.as_deref(), request)
         }
         Command::Healthcheck {
             addr,
@@ -322,40 +201,178 @@ fn main() -> ExitCode {
             tls_key,
             tls_domain,
         } => {
-            init_logging(None);
             let tls = tls_ca.map(|ca_file| healthcheck::HealthcheckTls {
                 ca_file,
                 client: tls_cert.zip(tls_key),
                 domain: tls_domain,
             });
-            let timeout = Duration::from_millis(timeout_ms);
-            match runtime.block_on(healthcheck::check(&addr, timeout, tls.as_ref())) {
-                Ok(status) => {
-                    println!("{addr}: {}", status.as_str_name());
-                    if status == tonic_health::pb::health_check_response::ServingStatus::Serving {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    }
-                }
-                Err(error) => {
-                    eprintln!("{error}");
-                    ExitCode::FAILURE
-                }
-            }
+            healthcheck(&runtime, &addr, Duration::from_millis(timeout_ms), tls.as_ref())
         }
         Command::Token {
             command: TokenCommand::Hash,
-        } => match read_token(std::io::stdin().lock()) {
-            Ok(token) => {
-                println!("{}", eventstash_input_grpc::token_sha256(&token));
-                ExitCode::SUCCESS
-            }
+        } => token_hash(),
+    };
+    outcome.unwrap_or_else(|code| code)
+}
+
+/// What a command ends with: `Err` carries the exit code of a failure
+/// already reported on stderr.
+type Outcome = Result<ExitCode, ExitCode>;
+
+/// `run`: loads the pipelines, runs them until a signal, exits with the
+/// drain's outcome.
+fn run(runtime: &tokio::runtime::Runtime, patterns: &[String]) -> Outcome {
+    let pipelines = load_pipelines(patterns)?;
+    init_logging(pipelines.iter().find_map(|p| p.log_format));
+    let code = match runtime.block_on(app::run(pipelines)) {
+        Ok(RunOutcome::Drained) => 0,
+        Ok(RunOutcome::InputFailed | RunOutcome::Unfinished) => 1,
+        Ok(RunOutcome::ConfigConflict) => i32::from(EXIT_CONFIG),
+        Err(error) => {
+            eprintln!("error: cannot install signal handlers: {error}");
+            1
+        }
+    };
+    // Leave without waiting for tasks a timed-out drain left behind.
+    std::process::exit(code);
+}
+
+/// `validate`: loads the pipelines, asks the plugins' remote sides, and
+/// prints one line per file.
+fn validate(runtime: &tokio::runtime::Runtime, patterns: &[String]) -> Outcome {
+    init_logging(None);
+    let pipelines = load_pipelines(patterns)?;
+    runtime.block_on(check_remotes(&pipelines)).map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    for p in pipelines {
+        println!(
+            "ok: {} (pipeline {:?}: {} input(s), {} filter(s), {} output(s))",
+            p.file.display(),
+            p.id,
+            p.inputs.len(),
+            p.filters.len(),
+            p.outputs.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `queue inspect`: prints each pipeline's persisted queue.
+fn inspect_queues(patterns: &[String]) -> Outcome {
+    init_logging(None);
+    let pipelines = load_pipelines(patterns)?;
+    let mut code = ExitCode::SUCCESS;
+    for pipeline in &pipelines {
+        match eventstash::inspect_queue(pipeline) {
+            Ok(Some(report)) => print!("{report}"),
+            Ok(None) => println!("pipeline {:?}: memory queue, nothing on disk", pipeline.id),
             Err(error) => {
                 eprintln!("error: {error}");
-                ExitCode::from(EXIT_CONFIG)
+                code = ExitCode::FAILURE;
             }
-        },
+        }
+    }
+    Ok(code)
+}
+
+/// `read`: prints one aggregate's change sets.
+fn read(
+    runtime: &tokio::runtime::Runtime,
+    patterns: &[String],
+    store: Option<&str>,
+    from_version: u64,
+    aggregate_id: &str,
+) -> Outcome {
+    init_logging(None);
+    let pipelines = load_pipelines(patterns)?;
+    let stores = pipelines.iter().flat_map(|p| p.event_stores.iter().cloned()).collect();
+    let store = pick("event store", stores, store)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let change_sets = runtime
+        .block_on(store_cli::read(store, aggregate_id, from_version, &mut out))
+        .map_err(|error| cli_failure(&error))?;
+    eprintln!("{change_sets} change set(s) of {aggregate_id:?}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `replay`: prints stored events in time order.
+fn replay(
+    runtime: &tokio::runtime::Runtime,
+    patterns: &[String],
+    source: Option<&str>,
+    request: store_cli::ReplayArgs,
+) -> Outcome {
+    init_logging(None);
+    let pipelines = load_pipelines(patterns)?;
+    let sources = pipelines
+        .iter()
+        .flat_map(|p| p.replay_sources.iter().cloned())
+        .collect();
+    let source = pick("replay source", sources, source)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let summary = runtime
+        .block_on(store_cli::replay(source, request, &mut out))
+        .map_err(|error| cli_failure(&error))?;
+    let state = if summary.complete {
+        "complete"
+    } else {
+        "stopped at --limit"
+    };
+    eprintln!("{} event(s), {state}", summary.events);
+    if let Some(cursor) = summary.last_cursor {
+        eprintln!("resume after the last one with --cursor {cursor}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `healthcheck`: 0 when the agent says SERVING.
+fn healthcheck(
+    runtime: &tokio::runtime::Runtime,
+    addr: &str,
+    timeout: Duration,
+    tls: Option<&healthcheck::HealthcheckTls>,
+) -> Outcome {
+    init_logging(None);
+    let status = runtime
+        .block_on(healthcheck::check(addr, timeout, tls))
+        .map_err(|error| {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        })?;
+    println!("{addr}: {}", status.as_str_name());
+    if status == tonic_health::pb::health_check_response::ServingStatus::Serving {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// `token hash`: the SHA-256 of the token on stdin.
+fn token_hash() -> Outcome {
+    let token = read_token(std::io::stdin().lock()).map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    println!("{}", eventstash::producer_token_sha256(&token));
+    Ok(ExitCode::SUCCESS)
+}
+
+impl From<ReplaySelectorArgs> for ReplaySelector {
+    fn from(args: ReplaySelectorArgs) -> ReplaySelector {
+        match args {
+            ReplaySelectorArgs { kind: Some(kind), .. } => ReplaySelector::Kind(kind),
+            ReplaySelectorArgs {
+                aggregate_type: Some(kind),
+                ..
+            } => ReplaySelector::AggregateType(kind),
+            ReplaySelectorArgs {
+                event_source: Some(name),
+                ..
+            } => ReplaySelector::Source(name),
+            _ => unreachable!("clap requires one selector"),
+        }
     }
 }
 
@@ -385,15 +402,14 @@ fn cli_failure(error: &store_cli::StoreCliError) -> ExitCode {
     }
 }
 
-/// Loads the pipeline files, or says why not.
-fn load_pipelines(patterns: &[String]) -> Option<Vec<config::PipelineConfig>> {
-    match config::expand_paths(patterns).and_then(|files| config::load_all(&files)) {
-        Ok(pipelines) => Some(pipelines),
-        Err(error) => {
+/// Loads the pipeline files, or says why not and exits 2.
+fn load_pipelines(patterns: &[String]) -> Result<Vec<config::PipelineConfig>, ExitCode> {
+    config::expand_paths(patterns)
+        .and_then(|files| config::load_all(&files))
+        .map_err(|error| {
             eprintln!("error: {error}");
-            None
-        }
-    }
+            ExitCode::from(EXIT_CONFIG)
+        })
 }
 
 /// How long `validate` waits for one plugin's remote check.
@@ -419,15 +435,16 @@ async fn check_remotes(pipelines: &[config::PipelineConfig]) -> Result<(), Strin
     Ok(())
 }
 
-/// The store named `id`, or the only one; says what is wrong otherwise.
-fn pick<T>(what: &str, mut found: Vec<(String, T)>, id: Option<&str>) -> Option<T> {
+/// The store named `id`, or the only one; says what is wrong otherwise
+/// (exit 2).
+fn pick<T>(what: &str, mut found: Vec<(String, T)>, id: Option<&str>) -> Result<T, ExitCode> {
     let position = match id {
         Some(id) => found.iter().position(|(name, _)| name == id),
         None if found.len() == 1 => Some(0),
         None => None,
     };
     if let Some(position) = position {
-        return Some(found.swap_remove(position).1);
+        return Ok(found.swap_remove(position).1);
     }
     let ids = found.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>();
     let known = if ids.is_empty() {
@@ -439,7 +456,7 @@ fn pick<T>(what: &str, mut found: Vec<(String, T)>, id: Option<&str>) -> Option<
         Some(id) => eprintln!("error: no {what} {id:?} (known: {known})"),
         None => eprintln!("error: name the {what} to use with its id (known: {known})"),
     }
-    None
+    Err(ExitCode::from(EXIT_CONFIG))
 }
 
 /// Logs go to stderr (stdout belongs to the stdout output), at `LOG_LEVEL`

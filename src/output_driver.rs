@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use eventstash_plugin_api::{AckHandle, ComponentHealth, Event, LogThrottle, Output, OutputBatch};
+use eventstash_plugin_api::{AckHandle, Event, OutageReport, Output, OutputBatch};
 use metrics::{Counter, Histogram, counter, histogram};
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::task::JoinSet;
@@ -77,15 +77,22 @@ impl PendingWrite {
 
 /// Everything a write needs, shared by the concurrent writes of one output.
 struct Writer {
+    /// The output's id, on every log line.
     id: String,
+    /// The plugin.
     output: Arc<dyn Output>,
-    health: ComponentHealth,
+    /// Failed writes: the output's health, and a few log lines per outage.
+    outage: OutageReport,
+    /// `eventstash_events_out_total` of this output.
     out: Counter,
+    /// `eventstash_events_failed_total` of this output.
     failed: Counter,
+    /// Events per write.
     batch_events: Histogram,
+    /// Seconds per write.
     batch_seconds: Histogram,
+    /// Events stored, for the drain report.
     delivered: Arc<AtomicU64>,
-    error_log: LogThrottle,
 }
 
 /// One output and its batching loop.
@@ -99,13 +106,12 @@ impl OutputDriver {
         let labels = [("pipeline", pipeline.to_owned()), ("plugin", plugin.id.clone())];
         let writer = Writer {
             output: plugin.output,
-            health: plugin.health,
+            outage: OutageReport::new(plugin.health, ERROR_LOG_INTERVAL),
             out: counter!(EVENTS_OUT, &labels),
             failed: counter!(EVENTS_FAILED, &labels),
             batch_events: histogram!(BATCH_EVENTS, &labels),
             batch_seconds: histogram!(BATCH_SECONDS, &labels),
             delivered: Arc::new(AtomicU64::new(0)),
-            error_log: LogThrottle::new(ERROR_LOG_INTERVAL),
             id: plugin.id,
         };
         OutputDriver {
@@ -198,18 +204,15 @@ impl Writer {
                 debug!(output = %self.id, events, ?elapsed, "batch written");
                 self.out.increment(events);
                 self.delivered.fetch_add(events, Ordering::Relaxed);
-                if self.health.snapshot().failing_since.is_some() {
+                if self.outage.recovered().is_some() {
                     info!(output = %self.id, "output recovered");
-                    self.error_log.reset();
                 }
-                self.health.recovered();
             }
             Err(error) => {
                 self.failed.increment(events);
-                self.health.failing(error.to_string());
-                if let Some(suppressed) = self.error_log.allow() {
+                if let Some(line) = self.outage.failed(error.to_string()) {
                     error!(
-                        output = %self.id, events, %error, suppressed,
+                        output = %self.id, events, %error, suppressed = line.suppressed,
                         "output could not store a batch; its producers get an error instead of success"
                     );
                 }
@@ -236,8 +239,7 @@ mod tests {
     use std::sync::Mutex;
 
     use async_trait::async_trait;
-    use bytes::Bytes;
-    use eventstash_plugin_api::{BoxError, Format, ack_group};
+    use eventstash_plugin_api::{BoxError, ComponentHealth, ack_group};
 
     use super::*;
     use crate::queue::{QueueLimits, bounded};
@@ -265,13 +267,7 @@ mod tests {
     }
 
     fn item(id: &str) -> (OutputItem, eventstash_plugin_api::AckWait) {
-        let event = Event::new(
-            Format::Json,
-            Bytes::from_static(b"1"),
-            "k".into(),
-            id.into(),
-            chrono::Utc::now(),
-        );
+        let event = crate::test_support::json_event(id);
         let (ack, wait) = ack_group();
         let item = OutputItem {
             events: Arc::new(vec![event]),
@@ -287,21 +283,7 @@ mod tests {
             sizes: Mutex::new(Vec::new()),
             release: tokio::sync::Semaphore::new(0),
         });
-        let plugin = OutputPlugin {
-            id: "slow".into(),
-            health: ComponentHealth::default(),
-            output: output.clone(),
-            queue: QueueLimits {
-                max_events: 100,
-                max_bytes: 1 << 20,
-            },
-            batch: BatchSettings {
-                max_events: 100,
-                max_bytes: 1 << 20,
-                delay: Duration::from_secs(60),
-                concurrency: 1,
-            },
-        };
+        let plugin = plugin("slow", output.clone(), ComponentHealth::default());
         let (sender, receiver) = bounded::<OutputItem>(plugin.queue);
         let driver = tokio::spawn(OutputDriver::new("main", plugin).run(receiver));
 
@@ -323,5 +305,97 @@ mod tests {
         // "a" alone, then the three that each ended a stream while "a" was
         // being written, in one write.
         assert_eq!(*output.sizes.lock().unwrap(), [1, 3]);
+    }
+
+    /// An output whose writes fail while `failing` is set, and which notes
+    /// when it is closed.
+    #[derive(Default)]
+    struct SwitchableOutput {
+        failing: std::sync::atomic::AtomicBool,
+        closed: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl Output for SwitchableOutput {
+        async fn write(&self, _batch: OutputBatch) -> Result<(), BoxError> {
+            if self.failing.load(Ordering::Relaxed) {
+                return Err("disk full".into());
+            }
+            Ok(())
+        }
+
+        async fn close(&self) -> Result<(), BoxError> {
+            self.closed.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    /// One write at a time, batches of up to 100 events that wait 60 s to
+    /// fill unless a producer waits.
+    fn plugin(id: &str, output: Arc<dyn Output>, health: ComponentHealth) -> OutputPlugin {
+        OutputPlugin {
+            id: id.into(),
+            health,
+            output,
+            queue: QueueLimits {
+                max_events: 100,
+                max_bytes: 1 << 20,
+            },
+            batch: BatchSettings {
+                max_events: 100,
+                max_bytes: 1 << 20,
+                delay: Duration::from_secs(60),
+                concurrency: 1,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_fails_its_producers_and_marks_the_output_failing_until_a_write_succeeds() {
+        let output = Arc::new(SwitchableOutput::default());
+        output.failing.store(true, Ordering::Relaxed);
+        let health = ComponentHealth::default();
+        let plugin = plugin("switch", output.clone(), health.clone());
+        let (sender, receiver) = bounded::<OutputItem>(plugin.queue);
+        let driver = OutputDriver::new("main", plugin);
+        let delivered = driver.delivered_counter();
+        let driver = tokio::spawn(driver.run(receiver));
+
+        let (failed, wait) = item("a");
+        sender.send(failed, 1, 10).await.unwrap();
+        let error = wait.wait().await.unwrap_err();
+        assert!(error.to_string().contains("output switch: disk full"), "{error}");
+        assert_eq!(health.snapshot().last_error.as_deref(), Some("disk full"));
+        assert!(health.snapshot().failing_since.is_some());
+
+        output.failing.store(false, Ordering::Relaxed);
+        let (stored, wait) = item("b");
+        sender.send(stored, 1, 10).await.unwrap();
+        wait.wait().await.unwrap();
+        assert_eq!(health.snapshot().failing_since, None, "recovered by the next write");
+        assert_eq!(delivered.load(Ordering::Relaxed), 1, "only the stored event counts");
+        drop(sender);
+        driver.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn when_its_queue_closes_the_driver_writes_what_is_left_and_closes_the_output() {
+        let output = Arc::new(SwitchableOutput::default());
+        let plugin = plugin("switch", output.clone(), ComponentHealth::default());
+        let (sender, receiver) = bounded::<OutputItem>(plugin.queue);
+        let mut waits = Vec::new();
+        for id in ["a", "b", "c"] {
+            let (mut item, wait) = item(id);
+            // Nobody waits: the batch would sit for its 60 s delay.
+            item.flush = false;
+            sender.send(item, 1, 10).await.unwrap();
+            waits.push(wait);
+        }
+        drop(sender);
+        OutputDriver::new("main", plugin).run(receiver).await;
+        for wait in waits {
+            wait.wait().await.unwrap();
+        }
+        assert!(output.closed.load(Ordering::Relaxed));
     }
 }

@@ -8,48 +8,31 @@
 //! what is left and ends, the output queues close, and each driver writes
 //! what is left and closes its output.
 
-use std::collections::HashSet;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::pin;
+mod filter_stage;
+mod inputs;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use eventstash_plugin_api::{CancellationToken, Event, Filter, InputContext, Payload, ack_group};
-use futures::StreamExt as _;
+use eventstash_plugin_api::{BoxError, CancellationToken, Filter};
 use metrics::counter;
 use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
-use crate::config::{FilterPlugin, InputPlugin, PipelineConfig};
+use filter_stage::FilterStage;
+pub(crate) use filter_stage::apply_isolated;
+use inputs::InputStarter;
+
+use crate::config::{FilterPlugin, OutputPlugin, PipelineConfig};
 use crate::health::{OutputHealth, QueueReading};
-use crate::metrics::{EVENTS_IN, FILTER_PANICS, INVALID_EVENTS, RELOADS};
+use crate::metrics::RELOADS;
 use crate::output_driver::{OutputDriver, OutputItem};
 use crate::persisted_queue::{OpenError, PersistedQueue};
-use crate::queue::{QueueReceiver, QueueSender, Queued, bounded};
+use crate::queue::{QueueGauge, QueueSender, bounded};
 use crate::queue_log::StoredBatch;
-use crate::replay_guard::{self, ReplayGuard, SETTLE_LIMIT};
-use crate::sink::{Persistence, PipelineItem, PipelineSink};
-
-/// Distinct `kind` labels on the invalid-event counter; producers choose
-/// kinds, so past this they are counted as `other` to bound the series.
-const INVALID_KIND_LABELS: usize = 100;
-
-/// Longest `kind` label value, in bytes: producers choose kinds, and a
-/// megabyte-long one must not become a megabyte of `/metrics` per series.
-const KIND_LABEL_BYTES: usize = 128;
-
-/// `kind` cut to [`KIND_LABEL_BYTES`] on a character boundary.
-fn kind_label(kind: &str) -> &str {
-    if kind.len() <= KIND_LABEL_BYTES {
-        return kind;
-    }
-    let mut end = KIND_LABEL_BYTES;
-    while !kind.is_char_boundary(end) {
-        end -= 1;
-    }
-    &kind[..end]
-}
+use crate::replay_guard::ReplayGuard;
+use crate::sink::{Persistence, PipelineItem};
 
 /// An input that failed: the agent stops.
 #[derive(Debug)]
@@ -57,16 +40,51 @@ pub struct InputFailure {
     /// Pipeline and input id.
     pub input: String,
     /// What went wrong.
-    pub error: String,
+    pub error: BoxError,
+}
+
+/// Why a pipeline could not start. Nothing of it runs then.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The persisted queue cannot be opened.
+    #[error(transparent)]
+    Queue(#[from] OpenError),
+    /// A filter could not start what it runs beside its events (the
+    /// protobuf filter's watcher).
+    #[error("filter {filter} cannot start: {source}")]
+    Filter {
+        /// The filter's id.
+        filter: String,
+        /// Why.
+        source: BoxError,
+    },
+}
+
+impl StartError {
+    /// Whether the configuration is at fault (another agent holds the
+    /// queue directory, a filter cannot watch its directories): exit 2, as
+    /// for any other configuration mistake.
+    pub fn is_config_mistake(&self) -> bool {
+        match self {
+            StartError::Queue(error) => error.is_in_use(),
+            StartError::Filter { .. } => true,
+        }
+    }
 }
 
 /// A started pipeline: its tasks, and what health and reports read.
 pub struct RunningPipeline {
     /// `[pipeline] id`.
     pub id: String,
+    /// Every stage's task; closed once all are spawned, so `wait` ends when
+    /// the last stage returns.
     tasks: TaskTracker,
+    /// Gauges of the pipeline queue, the output queues and the persisted
+    /// queue, in that order.
     queues: Vec<QueueReading>,
+    /// Events each output stored, by output id.
     outputs: Vec<(String, Arc<AtomicU64>)>,
+    /// Events every input received.
     events_in: Arc<AtomicU64>,
     /// The filters, for SIGHUP reloads.
     filters: Vec<(String, Arc<dyn Filter>)>,
@@ -76,69 +94,34 @@ pub struct RunningPipeline {
     replay_guard: Option<Arc<ReplayGuard>>,
 }
 
-/// Starts every stage of `config`. Input failures are reported on
-/// `failures`; inputs mirror `serving` in their health protocols. With the
-/// persisted queue, what a previous run left unfinished is replayed before
-/// the inputs start.
+/// Starts every stage of `config`, downstream first: start the filters,
+/// open the persisted queue, spawn the output drivers, the filter stage,
+/// then the inputs (after the replay). Input failures are reported on
+/// `failures`; inputs mirror `serving` in their health protocols.
 pub fn start(
     config: PipelineConfig,
     shutdown: CancellationToken,
     failures: mpsc::UnboundedSender<InputFailure>,
     serving: watch::Receiver<bool>,
-) -> Result<RunningPipeline, OpenError> {
+) -> Result<RunningPipeline, StartError> {
+    start_filters(&config.filters)?;
     let tasks = TaskTracker::new();
-    let pipeline_id = config.id.clone();
-    let mut queues = Vec::new();
-    let mut outputs = Vec::new();
-
-    let output_ids: Vec<String> = config.outputs.iter().map(|o| o.id.clone()).collect();
-    let (persisted, replay) = match &config.persisted {
-        Some(settings) => {
-            let (queue, replay) =
-                PersistedQueue::open(settings.path.clone(), &output_ids, config.queue, settings.sync_interval)?;
-            (Some(queue), replay)
-        }
-        None => (None, Vec::new()),
-    };
+    let (persisted, replay) = open_queue(&config)?;
     let replay_guard = persisted.as_ref().map(|queue| Arc::new(ReplayGuard::open(&queue.path)));
-
-    let mut output_queues = Vec::with_capacity(config.outputs.len());
-    for output in config.outputs {
-        let (sender, receiver) = bounded::<OutputItem>(output.queue);
-        queues.push(QueueReading {
-            pipeline: pipeline_id.clone(),
-            queue: format!("output {}", output.id),
-            gauge: sender.gauge(),
-        });
-        output_queues.push(sender);
-        let driver = OutputDriver::new(&pipeline_id, output);
-        outputs.push((driver.id().to_owned(), driver.delivered_counter()));
-        tasks.spawn(driver.run(receiver));
-    }
-
-    let (pipeline_queue, pipeline_receiver) = bounded::<PipelineItem>(config.queue);
-    queues.insert(
-        0,
-        QueueReading {
-            pipeline: pipeline_id.clone(),
-            queue: "pipeline".to_owned(),
-            gauge: pipeline_queue.gauge(),
-        },
-    );
-    let filters = config
+    let outputs = spawn_outputs(&config.id, config.outputs, &tasks);
+    let filters: Vec<(String, Arc<dyn Filter>)> = config
         .filters
         .iter()
         .map(|f| (f.id.clone(), f.filter.clone()))
         .collect();
-    let stage = FilterStage::new(&pipeline_id, config.filters);
-    tasks.spawn(stage.run(pipeline_receiver, output_queues, config.workers));
+    let stage = FilterStage::new(&config.id, config.filters);
+    let (pipeline_queue, pipeline_receiver) = bounded::<PipelineItem>(config.queue);
+    let mut queues = vec![reading(&config.id, "pipeline", pipeline_queue.gauge())];
+    tasks.spawn(stage.run(pipeline_receiver, outputs.queues, config.workers));
+    queues.extend(outputs.readings);
 
     let persistence = persisted.as_ref().map(|queue| {
-        queues.push(QueueReading {
-            pipeline: pipeline_id.clone(),
-            queue: "persisted".to_owned(),
-            gauge: queue.gauge(),
-        });
+        queues.push(reading(&config.id, "persisted", queue.gauge()));
         Arc::new(Persistence {
             log: queue.handle(),
             ack_queued: config.persisted.as_ref().is_some_and(|p| p.ack_queued),
@@ -146,7 +129,7 @@ pub fn start(
     });
     let events_in = Arc::new(AtomicU64::new(0));
     let inputs = InputStarter {
-        pipeline: pipeline_id.clone(),
+        pipeline: config.id.clone(),
         tasks: tasks.clone(),
         queue: pipeline_queue,
         max_batch_events: config.queue.max_events.clamp(1, 4096),
@@ -159,12 +142,12 @@ pub fn start(
     };
     tasks.spawn(inputs.start_after_replay(config.inputs, replay));
     tasks.close();
-    info!(pipeline = %pipeline_id, file = %config.file.display(), "pipeline started");
+    info!(pipeline = %config.id, file = %config.file.display(), "pipeline started");
     Ok(RunningPipeline {
-        id: pipeline_id,
+        id: config.id,
         tasks,
         queues,
-        outputs,
+        outputs: outputs.delivered,
         events_in,
         filters,
         persisted,
@@ -172,244 +155,68 @@ pub fn start(
     })
 }
 
-/// What starting the inputs needs, moved into the task that first replays.
-struct InputStarter {
-    pipeline: String,
-    tasks: TaskTracker,
-    queue: QueueSender<PipelineItem>,
-    max_batch_events: usize,
-    persistence: Option<Arc<Persistence>>,
-    replay_guard: Option<Arc<ReplayGuard>>,
-    events_in: Arc<AtomicU64>,
-    shutdown: CancellationToken,
-    failures: mpsc::UnboundedSender<InputFailure>,
-    serving: watch::Receiver<bool>,
+/// Starts what each filter runs beside its events (see `Filter::start`).
+fn start_filters(filters: &[FilterPlugin]) -> Result<(), StartError> {
+    for plugin in filters {
+        plugin.filter.start().map_err(|source| StartError::Filter {
+            filter: plugin.id.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
-impl InputStarter {
-    /// Queues the replayed records (in order, before anything new), then
-    /// starts the inputs. The inputs hold the only queue senders after
-    /// this, so the queue closes when they return.
-    async fn start_after_replay(self, inputs: Vec<InputPlugin>, replay: Vec<StoredBatch>) {
-        if let (Some(persistence), Some(guard)) = (&self.persistence, &self.replay_guard)
-            && !self.replay(persistence, guard, replay).await
-        {
-            return;
-        }
-        for input in inputs {
-            let labels = [("pipeline", self.pipeline.clone()), ("plugin", input.id.clone())];
-            let ctx = InputContext {
-                context: input.context,
-                sink: Box::new(PipelineSink {
-                    queue: self.queue.clone(),
-                    max_batch_events: self.max_batch_events,
-                    persistence: self.persistence.clone(),
-                    events_in: counter!(EVENTS_IN, &labels),
-                    total_in: self.events_in.clone(),
-                }),
-                shutdown: self.shutdown.clone(),
-                serving: self.serving.clone(),
-            };
-            let failures = self.failures.clone();
-            let name = format!("{}/{}", self.pipeline, input.id);
-            self.tasks.spawn(async move {
-                if let Err(error) = input.input.run(ctx).await {
-                    error!(input = %name, %error, "input failed; stopping the agent");
-                    let _ = failures.send(InputFailure {
-                        input: name,
-                        error: error.to_string(),
-                    });
-                }
-            });
-        }
-    }
+/// Opens the persisted queue, if the pipeline has one, with what a previous
+/// run left unfinished.
+fn open_queue(config: &PipelineConfig) -> Result<(Option<PersistedQueue>, Vec<StoredBatch>), OpenError> {
+    let Some(settings) = &config.persisted else {
+        return Ok((None, Vec::new()));
+    };
+    let output_ids: Vec<String> = config.outputs.iter().map(|o| o.id.clone()).collect();
+    let (queue, replay) =
+        PersistedQueue::open(settings.path.clone(), &output_ids, config.queue, settings.sync_interval)?;
+    Ok((Some(queue), replay))
 }
 
-impl InputStarter {
-    /// Queues what the persisted queue left unfinished, as the replay guard
-    /// plans it: at once, or one record at a time after a crash; a record
-    /// that crashed the agent too often is set aside. False if the pipeline
-    /// closed meanwhile.
-    async fn replay(&self, persistence: &Persistence, guard: &ReplayGuard, replay: Vec<StoredBatch>) -> bool {
-        let plan = guard.plan(replay);
-        replay_guard::report(&plan);
-        for batch in &plan.poisoned {
-            if guard.set_aside(batch).await {
-                persistence.log.finish_everywhere(batch);
-            }
-        }
-        let records = plan.replay.len();
-        let mut careful = plan.careful;
-        for batch in plan.replay {
-            let bytes = batch.events.iter().map(Event::size_estimate).sum();
-            let record = persistence.log.replay_claims(&batch, bytes).await;
-            let count = batch.events.len();
-            let (settled, wait) = if careful {
-                guard.note(batch.seq);
-                let (ack, wait) = ack_group();
-                (Some(ack), Some(wait))
-            } else {
-                (None, None)
-            };
-            let item = PipelineItem {
-                events: batch.events,
-                ack: settled,
-                flush: true,
-                record: Some(record),
-            };
-            if self.queue.send(item, count, bytes).await.is_err() {
-                return false;
-            }
-            if let Some(wait) = wait
-                && tokio::time::timeout(SETTLE_LIMIT, wait.wait()).await.is_err()
-            {
-                // Slow outputs, not a crash: the rest goes at once.
-                info!(pipeline = %self.pipeline, seq = batch.seq, "a replayed record waits on its outputs; replaying the rest at once");
-                careful = false;
-            }
-        }
-        if plan.careful && careful {
-            guard.done();
-        }
-        if records > 0 {
-            info!(pipeline = %self.pipeline, records, "replay queued; starting inputs");
-        }
-        true
-    }
+/// The output drivers, spawned: the filter stage's ends of their queues,
+/// and what health and the drain report read.
+struct SpawnedOutputs {
+    /// Senders of the output queues, in output order, for the filter stage
+    /// (their only holder: the queues close when it returns). Each driver
+    /// holds its queue's receiver.
+    queues: Vec<QueueSender<OutputItem>>,
+    /// The output queues' gauges.
+    readings: Vec<QueueReading>,
+    /// Events each output stored.
+    delivered: Vec<(String, Arc<AtomicU64>)>,
 }
 
-/// The filter stage: applies the filters to each batch, counts what stays
-/// undecoded, and fans each batch out to every output queue, waiting on a
-/// full one.
-struct FilterStage {
-    pipeline: String,
-    filters: Arc<[Arc<dyn Filter>]>,
-    /// Kinds that already have their own invalid-event label.
-    invalid_kinds: HashSet<String>,
+fn spawn_outputs(pipeline: &str, outputs: Vec<OutputPlugin>, tasks: &TaskTracker) -> SpawnedOutputs {
+    let mut spawned = SpawnedOutputs {
+        queues: Vec::with_capacity(outputs.len()),
+        readings: Vec::with_capacity(outputs.len()),
+        delivered: Vec::with_capacity(outputs.len()),
+    };
+    for output in outputs {
+        let (sender, receiver) = bounded::<OutputItem>(output.queue);
+        spawned
+            .readings
+            .push(reading(pipeline, &format!("output {}", output.id), sender.gauge()));
+        spawned.queues.push(sender);
+        let driver = OutputDriver::new(pipeline, output);
+        spawned
+            .delivered
+            .push((driver.id().to_owned(), driver.delivered_counter()));
+        tasks.spawn(driver.run(receiver));
+    }
+    spawned
 }
 
-impl FilterStage {
-    fn new(pipeline: &str, filters: Vec<FilterPlugin>) -> FilterStage {
-        FilterStage {
-            pipeline: pipeline.to_owned(),
-            filters: filters.into_iter().map(|f| f.filter).collect(),
-            invalid_kinds: HashSet::new(),
-        }
-    }
-
-    /// Filtering is CPU work (protobuf decoding), so up to `workers` batches
-    /// are filtered at once on the runtime's threads; `buffered` hands them
-    /// on in queue order, so a stream's events keep their order everywhere.
-    async fn run(mut self, queue: QueueReceiver<PipelineItem>, outputs: Vec<QueueSender<OutputItem>>, workers: usize) {
-        let batches = futures::stream::unfold(queue, |mut queue| async move {
-            queue.recv().await.map(|queued| (queued, queue))
-        });
-        let filters = self.filters.clone();
-        let mut filtered = pin!(
-            batches
-                .map(|queued| apply_filters(filters.clone(), queued))
-                .buffered(workers.max(1))
-        );
-        while let Some(queued) = filtered.next().await {
-            let Some(queued) = queued else { continue };
-            self.count_invalid(&queued.item.events);
-            let (events_count, bytes) = (queued.events, queued.bytes);
-            let PipelineItem {
-                events,
-                ack,
-                flush,
-                mut record,
-            } = queued.item;
-            // Every output, or on replay only those still missing the record.
-            let targets: Vec<usize> = match &record {
-                Some(claims) => (0..outputs.len()).filter(|&i| claims.per_output[i].is_some()).collect(),
-                None => (0..outputs.len()).collect(),
-            };
-            let mut producer_claims = ack.map(|ack| ack.fan_out(targets.len()).into_iter());
-            let events = Arc::new(events);
-            for output in targets {
-                let mut acks = Vec::with_capacity(2);
-                acks.extend(producer_claims.as_mut().and_then(Iterator::next));
-                acks.extend(record.as_mut().and_then(|claims| claims.per_output[output].take()));
-                let item = OutputItem {
-                    events: events.clone(),
-                    acks,
-                    flush,
-                };
-                if outputs[output].send(item, events_count, bytes).await.is_err() {
-                    // The claims inside the item are dropped unsettled: the
-                    // producer gets an error, the record stays on disk.
-                    warn!("an output queue is closed; events for it are reported as failed");
-                }
-            }
-        }
-    }
-
-    fn count_invalid(&mut self, events: &[Event]) {
-        for event in events {
-            let reason = match event.payload {
-                Payload::InvalidJson { .. } => "invalidJson",
-                Payload::InvalidProto(_) => "invalidProto",
-                _ => continue,
-            };
-            let label = kind_label(&event.kind);
-            let kind = if self.invalid_kinds.contains(label) {
-                label.to_owned()
-            } else if self.invalid_kinds.len() < INVALID_KIND_LABELS {
-                self.invalid_kinds.insert(label.to_owned());
-                label.to_owned()
-            } else {
-                "other".to_owned()
-            };
-            counter!(INVALID_EVENTS, "pipeline" => self.pipeline.clone(), "kind" => kind, "reason" => reason)
-                .increment(1);
-        }
-    }
-}
-
-/// Runs the filters over one batch on a runtime thread of its own; see
-/// [`apply_isolated`] for what a panicking filter costs.
-async fn apply_filters(
-    filters: Arc<[Arc<dyn Filter>]>,
-    mut queued: Queued<PipelineItem>,
-) -> Option<Queued<PipelineItem>> {
-    if filters.is_empty() || queued.item.events.is_empty() {
-        return Some(queued);
-    }
-    let filtered = tokio::spawn(async move {
-        apply_isolated(&filters, &mut queued.item.events);
-        queued
-    });
-    match filtered.await {
-        Ok(queued) => Some(queued),
-        Err(error) => {
-            error!(%error, "the filter stage failed; the batch's producers get an error");
-            None
-        }
-    }
-}
-
-/// Applies each filter to the whole batch; if one panics, applies it again
-/// event by event, so that only the event it cannot handle is set aside —
-/// passed on unfiltered, protobuf flagged `invalidProto` — and its
-/// neighbours are filtered as usual. Filters skip events they already
-/// changed, so the second pass redoes nothing. Without this, one event would
-/// fail its whole batch, and a persisted batch would fail again at every
-/// restart.
-pub(crate) fn apply_isolated(filters: &[Arc<dyn Filter>], events: &mut [Event]) {
-    for filter in filters {
-        if catch_unwind(AssertUnwindSafe(|| filter.apply(events))).is_ok() {
-            continue;
-        }
-        for event in events.iter_mut() {
-            if catch_unwind(AssertUnwindSafe(|| filter.apply(std::slice::from_mut(event)))).is_err() {
-                error!(kind = %kind_label(&event.kind), "a filter panicked on an event; it is passed on unfiltered");
-                counter!(FILTER_PANICS).increment(1);
-                if let Payload::Protobuf(bytes) = &event.payload {
-                    event.payload = Payload::InvalidProto(bytes.clone());
-                }
-            }
-        }
+fn reading(pipeline: &str, queue: &str, gauge: QueueGauge) -> QueueReading {
+    QueueReading {
+        pipeline: pipeline.to_owned(),
+        queue: queue.to_owned(),
+        gauge,
     }
 }
 
@@ -492,4 +299,229 @@ pub(crate) fn output_health(config: &PipelineConfig) -> Vec<OutputHealth> {
             health: o.health.clone(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use eventstash_plugin_api::{
+        ComponentHealth, Event, EventBatch, Input, InputContext, Output, OutputBatch, PluginContext, ack_group,
+    };
+
+    use super::*;
+    use crate::config::{BatchSettings, InputPlugin};
+    use crate::queue::QueueLimits;
+    use crate::test_support::json_events;
+
+    /// Long enough for any machine; the tests do not depend on it.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    const LIMITS: QueueLimits = QueueLimits {
+        max_events: 100,
+        max_bytes: 1 << 20,
+    };
+
+    /// Sends one batch, waits until it is stored everywhere, returns.
+    struct OneBatch(usize);
+
+    #[async_trait]
+    impl Input for OneBatch {
+        async fn run(self: Box<Self>, ctx: InputContext) -> Result<(), BoxError> {
+            let (ack, wait) = ack_group();
+            let events = json_events(self.0);
+            ctx.sink
+                .send(EventBatch {
+                    events,
+                    ack,
+                    flush: true,
+                })
+                .await?;
+            Ok(wait.wait().await?)
+        }
+    }
+
+    /// Fails at once, like an input whose port is taken.
+    struct PortTaken;
+
+    #[async_trait]
+    impl Input for PortTaken {
+        async fn run(self: Box<Self>, _ctx: InputContext) -> Result<(), BoxError> {
+            Err("port 42043 is taken".into())
+        }
+    }
+
+    /// Records the kinds it stores, and whether it was closed.
+    #[derive(Default)]
+    struct Recording {
+        kinds: Mutex<Vec<String>>,
+        closed: Mutex<bool>,
+    }
+
+    #[async_trait]
+    impl Output for Recording {
+        async fn write(&self, batch: OutputBatch) -> Result<(), BoxError> {
+            let mut kinds = self.kinds.lock().unwrap();
+            kinds.extend(batch.iter().map(|event| event.kind.clone()));
+            Ok(())
+        }
+
+        async fn close(&self) -> Result<(), BoxError> {
+            *self.closed.lock().unwrap() = true;
+            Ok(())
+        }
+    }
+
+    /// Marks every event it sees; panics on the event with id `poison`;
+    /// cannot start when asked not to.
+    struct Marker {
+        startable: bool,
+    }
+
+    impl Filter for Marker {
+        fn apply(&self, events: &mut [Event]) {
+            assert!(events.iter().all(|e| e.id != "poison"), "poisoned");
+            events.iter_mut().for_each(|e| e.kind = "marked".to_owned());
+        }
+
+        fn start(&self) -> Result<(), BoxError> {
+            if self.startable {
+                Ok(())
+            } else {
+                Err("cannot watch protos/".into())
+            }
+        }
+    }
+
+    fn input(id: &str, input: Box<dyn Input>) -> InputPlugin {
+        InputPlugin {
+            id: id.into(),
+            context: PluginContext::new("main", id),
+            input,
+        }
+    }
+
+    fn output(id: &str, output: Arc<Recording>) -> OutputPlugin {
+        OutputPlugin {
+            id: id.into(),
+            health: ComponentHealth::default(),
+            output,
+            queue: LIMITS,
+            batch: BatchSettings {
+                max_events: 100,
+                max_bytes: 1 << 20,
+                delay: Duration::from_secs(60),
+                concurrency: 1,
+            },
+        }
+    }
+
+    fn pipeline(inputs: Vec<InputPlugin>, filter: Marker, outputs: Vec<OutputPlugin>) -> PipelineConfig {
+        PipelineConfig {
+            file: PathBuf::from("test.toml"),
+            id: "main".into(),
+            shutdown_timeout: PATIENCE,
+            queue: LIMITS,
+            workers: 2,
+            unhealthy_after: PATIENCE,
+            metrics_bind: None,
+            log_format: None,
+            persisted: None,
+            inputs,
+            filters: vec![FilterPlugin {
+                id: "marker".into(),
+                filter: Arc::new(filter),
+            }],
+            outputs,
+            event_stores: Vec::new(),
+            replay_sources: Vec::new(),
+        }
+    }
+
+    fn start_now(
+        config: PipelineConfig,
+    ) -> (
+        Result<RunningPipeline, StartError>,
+        mpsc::UnboundedReceiver<InputFailure>,
+    ) {
+        let (failures, failed) = mpsc::unbounded_channel();
+        let (_serving, serving) = watch::channel(true);
+        (start(config, CancellationToken::new(), failures, serving), failed)
+    }
+
+    #[tokio::test]
+    async fn events_reach_every_output_filtered_and_the_pipeline_ends_when_its_inputs_return() {
+        let (a, b) = (Arc::new(Recording::default()), Arc::new(Recording::default()));
+        let config = pipeline(
+            vec![input("one", Box::new(OneBatch(3)))],
+            Marker { startable: true },
+            vec![output("a", a.clone()), output("b", b.clone())],
+        );
+        let (running, _failed) = start_now(config);
+        let running = running.unwrap();
+        tokio::time::timeout(PATIENCE, running.wait())
+            .await
+            .expect("the pipeline drains");
+        for output in [&a, &b] {
+            assert_eq!(*output.kinds.lock().unwrap(), ["marked"; 3]);
+            assert!(*output.closed.lock().unwrap(), "closed after the drain");
+        }
+        let (events_in, stored) = running.counts();
+        assert_eq!(events_in, 3);
+        assert_eq!(stored, [("a".to_owned(), 3), ("b".to_owned(), 3)]);
+        assert!(running.leftovers().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failing_input_is_reported_by_name_and_the_pipeline_still_drains() {
+        let recording = Arc::new(Recording::default());
+        let config = pipeline(
+            vec![input("bad", Box::new(PortTaken))],
+            Marker { startable: true },
+            vec![output("a", recording.clone())],
+        );
+        let (running, mut failed) = start_now(config);
+        let running = running.unwrap();
+        let failure = failed.recv().await.expect("the failure is reported");
+        assert_eq!(failure.input, "main/bad");
+        assert_eq!(failure.error.to_string(), "port 42043 is taken");
+        tokio::time::timeout(PATIENCE, running.wait())
+            .await
+            .expect("the pipeline drains");
+        assert!(*recording.closed.lock().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_filter_that_cannot_start_starts_nothing_and_blames_the_configuration() {
+        let recording = Arc::new(Recording::default());
+        let config = pipeline(
+            vec![input("one", Box::new(OneBatch(1)))],
+            Marker { startable: false },
+            vec![output("a", recording.clone())],
+        );
+        let Err(error) = start_now(config).0 else {
+            panic!("the pipeline started without its filter");
+        };
+        assert!(error.is_config_mistake());
+        assert_eq!(error.to_string(), "filter marker cannot start: cannot watch protos/");
+        assert!(!*recording.closed.lock().unwrap(), "no output driver ran");
+    }
+
+    #[test]
+    fn a_filter_that_panics_on_one_event_costs_only_that_event() {
+        let filters: Vec<Arc<dyn Filter>> = vec![Arc::new(Marker { startable: true })];
+        let mut events = json_events(3);
+        events[1].id = "poison".into();
+        events[1].payload = eventstash_plugin_api::Payload::Protobuf(bytes::Bytes::from_static(b"\x08\x01"));
+        apply_isolated(&filters, &mut events);
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["marked", "k", "marked"]);
+        assert!(matches!(
+            events[1].payload,
+            eventstash_plugin_api::Payload::InvalidProto(_)
+        ));
+    }
 }

@@ -3,7 +3,14 @@
 //! Each `[[inputs]]`, `[[filters]]` and `[[outputs]]` table is matched on its
 //! `type`; the plugin's own config struct reads the rest of the table and
 //! builds the plugin. Building checks everything that can be checked without
-//! starting (addresses, templates, paths) and starts nothing.
+//! starting (addresses, templates, paths) and starts nothing: what a plugin
+//! runs beside its work (the protobuf filter's watcher) starts with its
+//! pipeline (`Filter::start`), never under `validate`.
+//!
+//! Besides building, the registry answers the two other questions the
+//! engine has for plugins: which of their keys default to an environment
+//! variable, and the hash of a producer token (the gRPC input's tokens
+//! file, for `eventstash token hash`).
 //!
 //! `[[event_stores]]` tables are matched the same way; an event store and
 //! the outputs that can read back what they wrote are also replay sources,
@@ -22,16 +29,7 @@ use eventstash_output_stdout as output_stdout;
 use eventstash_plugin_api::{EventStore, Filter, Input, Output, PluginContext, ReplaySource};
 use serde::de::DeserializeOwned;
 
-use crate::config::value_from_table;
-
-/// A plugin table that does not build, with the key at fault.
-#[derive(Debug)]
-pub(crate) struct PluginConfigError {
-    /// Key within the plugin table (`path`), or empty for the whole table.
-    pub(crate) key: String,
-    /// What is wrong.
-    pub(crate) message: String,
-}
+use crate::config::{KeyError, value_from_table};
 
 const INPUTS: &[&str] = &[input_grpc::NAME, input_sqs::NAME];
 const FILTERS: &[&str] = &[filter_protobuf::NAME];
@@ -59,12 +57,12 @@ pub(crate) fn build_input(
     kind: &str,
     table: toml::Table,
     event_store: Option<EventStoreWiring>,
-) -> Result<Box<dyn Input>, PluginConfigError> {
+) -> Result<Box<dyn Input>, KeyError> {
     if event_store.is_some() && kind != input_grpc::NAME {
-        return Err(PluginConfigError {
-            key: "event_store".to_owned(),
-            message: format!("only `{}` inputs serve the event store and replay", input_grpc::NAME),
-        });
+        return Err(KeyError::new(
+            "event_store",
+            format!("only `{}` inputs serve the event store and replay", input_grpc::NAME),
+        ));
     }
     match kind {
         input_grpc::NAME => {
@@ -89,7 +87,7 @@ pub(crate) fn build_input(
 }
 
 /// Builds the filter whose `type` is `kind` from the rest of its table.
-pub(crate) fn build_filter(kind: &str, table: toml::Table) -> Result<Box<dyn Filter>, PluginConfigError> {
+pub(crate) fn build_filter(kind: &str, table: toml::Table) -> Result<Box<dyn Filter>, KeyError> {
     match kind {
         filter_protobuf::NAME => Ok(Box::new(
             parse::<filter_protobuf::ProtobufFilterConfig>(table)?
@@ -109,7 +107,7 @@ pub(crate) fn build_output(
     kind: &str,
     table: toml::Table,
     context: &PluginContext,
-) -> Result<Box<dyn Output>, PluginConfigError> {
+) -> Result<Box<dyn Output>, KeyError> {
     match kind {
         output_file::NAME => Ok(Box::new(
             parse::<output_file::FileOutputConfig>(table)?
@@ -151,7 +149,7 @@ pub(crate) fn build_event_store(
     kind: &str,
     table: toml::Table,
     context: &PluginContext,
-) -> Result<BuiltEventStore, PluginConfigError> {
+) -> Result<BuiltEventStore, KeyError> {
     match kind {
         output_dynamodb::NAME => {
             let store = Arc::new(
@@ -174,7 +172,7 @@ pub(crate) fn build_replay_source(
     kind: &str,
     table: &toml::Table,
     context: &PluginContext,
-) -> Result<Option<Arc<dyn ReplaySource>>, PluginConfigError> {
+) -> Result<Option<Arc<dyn ReplaySource>>, KeyError> {
     match kind {
         output_dynamodb::NAME => Ok(Some(Arc::new(
             parse::<output_dynamodb::DynamoDbOutputConfig>(table.clone())?
@@ -190,25 +188,122 @@ pub(crate) fn build_replay_source(
     }
 }
 
-fn parse<T: DeserializeOwned>(table: toml::Table) -> Result<T, PluginConfigError> {
-    value_from_table(table).map_err(|(key, message)| PluginConfigError { key, message })
-}
-
-fn build_error(error: impl std::fmt::Display) -> PluginConfigError {
-    PluginConfigError {
-        key: String::new(),
-        message: error.to_string(),
+/// Keys of a plugin's table whose default is an environment variable
+/// (HFXEventStash's), as a pipeline file would write them; `section` is
+/// `inputs` or `filters`. The engine gives a table that leaves such a key
+/// out this value before interpolation (see `config/environment.rs`), so
+/// the environment is read one way only.
+pub(crate) fn environment_defaults(section: &str, kind: &str) -> &'static [(&'static str, &'static str)] {
+    match (section, kind) {
+        ("inputs", input_grpc::NAME) => &[("bind", "${GRPC_BIND_ADDRESS:0.0.0.0:42043}")],
+        ("filters", filter_protobuf::NAME) => &[("protos", "${PROTOS_GLOB:protos/**/*.proto}")],
+        _ => &[],
     }
 }
 
-fn unknown(what: &str, kind: &str, known: &[&str]) -> PluginConfigError {
+/// The `token_sha256` of a producer token, as the gRPC input's tokens file
+/// lists it (`eventstash token hash`).
+pub fn producer_token_sha256(token: &str) -> String {
+    input_grpc::token_sha256(token)
+}
+
+fn parse<T: DeserializeOwned>(table: toml::Table) -> Result<T, KeyError> {
+    value_from_table(table)
+}
+
+/// A plugin's own build error is about its table as a whole.
+fn build_error(error: impl std::fmt::Display) -> KeyError {
+    KeyError::whole(error.to_string())
+}
+
+fn unknown(what: &str, kind: &str, known: &[&str]) -> KeyError {
     let known = if known.is_empty() {
         "none in this version".to_owned()
     } else {
         known.join(", ")
     };
-    PluginConfigError {
-        key: "type".to_owned(),
-        message: format!("unknown {what} type {kind:?} (known: {known})"),
+    KeyError::new("type", format!("unknown {what} type {kind:?} (known: {known})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> toml::Table {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn only_the_hfx_variables_are_environment_defaults() {
+        assert_eq!(
+            environment_defaults("inputs", input_grpc::NAME),
+            [("bind", "${GRPC_BIND_ADDRESS:0.0.0.0:42043}")]
+        );
+        assert_eq!(
+            environment_defaults("filters", filter_protobuf::NAME),
+            [("protos", "${PROTOS_GLOB:protos/**/*.proto}")]
+        );
+        assert!(environment_defaults("inputs", input_sqs::NAME).is_empty());
+        assert!(
+            environment_defaults("outputs", input_grpc::NAME).is_empty(),
+            "by section, not just type"
+        );
+    }
+
+    #[test]
+    fn an_unknown_type_names_the_type_key_and_the_known_ones() {
+        let Err(error) = build_output("kafka", toml::Table::new(), &PluginContext::new("main", "kafka#0")) else {
+            panic!("an unknown output was built");
+        };
+        assert_eq!(error.key, "type");
+        assert!(error.message.contains("\"kafka\""), "{}", error.message);
+        assert!(error.message.contains(output_file::NAME), "{}", error.message);
+    }
+
+    #[test]
+    fn a_wrong_key_is_named_relative_to_the_plugin_table() {
+        let Err(error) = build_output(
+            output_file::NAME,
+            table("path = \"data/x.jsonl\"\nsynk = true"),
+            &PluginContext::new("main", "file#0"),
+        ) else {
+            panic!("an unknown key was accepted");
+        };
+        assert_eq!(error.key, "synk");
+    }
+
+    #[test]
+    fn only_grpc_inputs_take_the_event_store() {
+        let wiring = EventStoreWiring {
+            store: None,
+            replay: Vec::new(),
+        };
+        let Err(error) = build_input(input_sqs::NAME, toml::Table::new(), Some(wiring)) else {
+            panic!("an sqs input took the event store");
+        };
+        assert_eq!(error.key, "event_store");
+    }
+
+    #[test]
+    fn a_plugin_that_does_not_build_blames_its_whole_table() {
+        let Err(error) = build_filter(filter_protobuf::NAME, table("protos = \"no/such/dir/**/*.proto\"")) else {
+            panic!("a filter without protos was built");
+        };
+        assert_eq!(error.key, "");
+        assert!(!error.message.is_empty());
+    }
+
+    #[test]
+    fn outputs_that_cannot_replay_have_no_replay_source() {
+        let source = build_replay_source(output_file::NAME, &table("path = \"x\""), &PluginContext::new("m", "f"));
+        assert!(source.unwrap().is_none());
+    }
+
+    #[test]
+    fn the_token_hash_is_the_hex_sha256_of_the_token() {
+        assert_eq!(
+            producer_token_sha256("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

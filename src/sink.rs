@@ -31,17 +31,25 @@ pub(crate) struct PipelineItem {
 
 /// Persisting before queueing.
 pub(crate) struct Persistence {
+    /// The log thread's handle: one append (and sync) per batch.
     pub(crate) log: LogHandle,
     /// Acknowledge producers once their events are synced to disk.
     pub(crate) ack_queued: bool,
 }
 
-/// An input's handle on the pipeline queue.
+/// An input's handle on the pipeline queue. One per input; the input drops
+/// it when it returns, and with the last one the pipeline queue closes.
 pub(crate) struct PipelineSink {
+    /// A sender of the pipeline queue, whose receiver is the filter stage.
     pub(crate) queue: QueueSender<PipelineItem>,
+    /// Larger batches are split into parts of this many events.
     pub(crate) max_batch_events: usize,
+    /// The persisted queue, written before queueing; `None` with the memory
+    /// queue.
     pub(crate) persistence: Option<Arc<Persistence>>,
+    /// `eventstash_events_in_total` of this input.
     pub(crate) events_in: Counter,
+    /// Events of every input of the pipeline, for the drain report.
     pub(crate) total_in: Arc<AtomicU64>,
 }
 
@@ -77,7 +85,7 @@ impl PipelineSink {
                     .log
                     .persist(events, bytes)
                     .await
-                    .map_err(SinkError::Unavailable)?;
+                    .map_err(|error| SinkError::Unavailable(error.to_string()))?;
                 let ack = if persistence.ack_queued {
                     ack.delivered();
                     None
@@ -116,5 +124,122 @@ impl PipelineSink {
         self.events_in.increment(count as u64);
         self.total_in.fetch_add(count as u64, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use eventstash_plugin_api::{AckWait, ack_group};
+    use futures::poll;
+
+    use super::*;
+    use crate::persisted_queue::PersistedQueue;
+    use crate::queue::{QueueLimits, QueueReceiver, bounded};
+    use crate::test_support::json_events;
+
+    const LIMITS: QueueLimits = QueueLimits {
+        max_events: 100,
+        max_bytes: 1 << 20,
+    };
+
+    /// A batch of `count` events whose producer waits.
+    fn batch(count: usize) -> (EventBatch, AckWait) {
+        let (ack, wait) = ack_group();
+        let batch = EventBatch {
+            events: json_events(count),
+            ack,
+            flush: true,
+        };
+        (batch, wait)
+    }
+
+    /// A persisted queue on `dir` for one output, and its persistence.
+    fn persisted(dir: &std::path::Path, ack_queued: bool) -> (PersistedQueue, Persistence) {
+        let outputs = ["file".to_owned()];
+        let (queue, replay) = PersistedQueue::open(dir.join("queue"), &outputs, LIMITS, None).unwrap();
+        assert!(replay.is_empty());
+        let persistence = Persistence {
+            log: queue.handle(),
+            ack_queued,
+        };
+        (queue, persistence)
+    }
+
+    fn sink(persistence: Option<Persistence>) -> (PipelineSink, QueueReceiver<PipelineItem>) {
+        let (queue, receiver) = bounded(LIMITS);
+        let sink = PipelineSink {
+            queue,
+            max_batch_events: 2,
+            persistence: persistence.map(Arc::new),
+            events_in: Counter::noop(),
+            total_in: Arc::new(AtomicU64::new(0)),
+        };
+        (sink, receiver)
+    }
+
+    #[tokio::test]
+    async fn a_large_batch_is_split_and_its_producer_waits_for_every_part() {
+        let (sink, mut receiver) = sink(None);
+        let (batch, wait) = batch(5);
+        sink.send(batch).await.unwrap();
+        let mut parts = Vec::new();
+        while let Ok(queued) = receiver.try_recv() {
+            parts.push(queued.item);
+        }
+        let sizes: Vec<(usize, bool)> = parts.iter().map(|p| (p.events.len(), p.flush)).collect();
+        assert_eq!(sizes, [(2, false), (2, false), (1, true)], "only the last part flushes");
+        assert_eq!(sink.total_in.load(Ordering::Relaxed), 5);
+
+        let mut waiting = Box::pin(wait.wait());
+        let mut claims: Vec<AckHandle> = parts.into_iter().filter_map(|p| p.ack).collect();
+        assert_eq!(claims.len(), 3, "every part carries the producer's claim");
+        let last = claims.pop().unwrap();
+        claims.into_iter().for_each(AckHandle::delivered);
+        assert!(poll!(&mut waiting).is_pending(), "one part is still unsettled");
+        last.delivered();
+        assert!(waiting.await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_closed_pipeline_queue_refuses_the_batch() {
+        let (sink, receiver) = sink(None);
+        drop(receiver);
+        let (batch, _wait) = batch(1);
+        assert!(matches!(sink.send(batch).await, Err(SinkError::Closed)));
+        assert_eq!(sink.total_in.load(Ordering::Relaxed), 0, "nothing was queued");
+    }
+
+    #[tokio::test]
+    async fn with_ack_queued_the_producer_is_answered_once_the_batch_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, persistence) = persisted(dir.path(), true);
+        let (sink, mut receiver) = sink(Some(persistence));
+        let (batch, wait) = batch(1);
+        sink.send(batch).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), wait.wait())
+            .await
+            .expect("answered without any output")
+            .unwrap();
+        let item = receiver.try_recv().unwrap().item;
+        assert!(item.ack.is_none(), "the producer's claim is settled, not carried");
+        let record = item.record.expect("the record's claims travel to the outputs");
+        assert_eq!(record.per_output.len(), 1);
+        assert_eq!(queue.gauge().events(), 1, "on disk until the output finishes it");
+    }
+
+    #[tokio::test]
+    async fn with_ack_delivered_the_persisted_batch_still_waits_for_the_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_queue, persistence) = persisted(dir.path(), false);
+        let (sink, mut receiver) = sink(Some(persistence));
+        let (batch, wait) = batch(1);
+        sink.send(batch).await.unwrap();
+        let mut waiting = Box::pin(wait.wait());
+        assert!(poll!(&mut waiting).is_pending());
+        let item = receiver.try_recv().unwrap().item;
+        item.ack.expect("the producer's claim travels on").delivered();
+        assert!(waiting.await.is_ok());
     }
 }

@@ -1,13 +1,15 @@
 //! Compiles the service protos without protoc: protox parses them into
 //! descriptors, which tonic turns into Rust code and the reflection service
-//! serves as they are. `hfx.v1.EventStash` and `hfx.v1.EventStore` get a
+//! serves as they are. The protos are the crate's own copy (`proto/`), so
+//! the crate builds on its own; `tests/vendored_protos.rs` keeps it
+//! byte-identical to the repository's `protos/`, the copy users read. `hfx.v1.EventStash` and `hfx.v1.EventStore` get a
 //! descriptor set each, so reflection lists the event store only where it
 //! is served.
 
 use std::path::{Path, PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../protos");
+    let protos = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let stash = "hfx/v1/eventstash.proto";
     let store = "hfx/v1/eventstore.proto";

@@ -55,11 +55,10 @@ impl Default for PipelineSection {
 fn default_pipeline_id() -> String {
     "main".to_owned()
 }
+/// A file always has the key: a missing one reads `SHUTDOWN_TIMEOUT` (see
+/// `environment.rs`). This is the default of a section built in code.
 fn default_shutdown_timeout_ms() -> u64 {
-    std::env::var("SHUTDOWN_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15_000)
+    15_000
 }
 fn default_batch_size() -> usize {
     1000

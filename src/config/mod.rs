@@ -7,18 +7,23 @@
 //! half a pipeline. Every error names the file, the key and the problem.
 
 mod build;
+mod built;
+mod environment;
 mod file;
 mod interpolate;
+mod key_error;
 mod value;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 pub(crate) use build::value_from_table;
-pub use build::{BatchSettings, FilterPlugin, InputPlugin, OutputPlugin, PersistedSettings, PipelineConfig};
+pub use built::{BatchSettings, FilterPlugin, InputPlugin, OutputPlugin, PersistedSettings, PipelineConfig};
 pub use file::LogFormat;
 use file::PipelineFile;
 pub use interpolate::{InterpolateError, interpolate};
+pub(crate) use key_error::KeyError;
+use key_error::key_prefix;
 use value::{from_value, interpolate_strings};
 
 /// A pipeline file that cannot be used.
@@ -31,14 +36,6 @@ pub struct ConfigError {
     pub key: String,
     /// What is wrong and, where it helps, what to write instead.
     pub message: String,
-}
-
-fn key_prefix(key: &str) -> String {
-    if key.is_empty() || key == "." {
-        String::new()
-    } else {
-        format!("`{key}`: ")
-    }
 }
 
 /// Expands the `-c` arguments (paths or glob patterns) into files, in order.
@@ -85,17 +82,18 @@ pub fn load_all(files: &[PathBuf]) -> Result<Vec<PipelineConfig>, ConfigError> {
 
 /// Loads and builds one pipeline file.
 pub fn load(file: &Path) -> Result<PipelineConfig, ConfigError> {
-    let error = |key: &str, message: String| ConfigError {
-        file: file.to_owned(),
-        key: key.to_owned(),
-        message,
+    let read = || -> Result<PipelineFile, KeyError> {
+        let text = std::fs::read_to_string(file).map_err(|e| KeyError::whole(format!("cannot read: {e}")))?;
+        let mut table: toml::Table =
+            toml::from_str(&text).map_err(|e| KeyError::whole(format!("not valid TOML: {e}")))?;
+        environment::fill_defaults(&mut table);
+        let mut value = toml::Value::Table(table);
+        let lookup = |name: &str| std::env::var(name).ok();
+        interpolate_strings(&mut value, &mut Vec::new(), &lookup)
+            .map_err(|(key, e)| KeyError::new(key, e.to_string()))?;
+        from_value(value)
     };
-    let text = std::fs::read_to_string(file).map_err(|e| error("", format!("cannot read: {e}")))?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| error("", format!("not valid TOML: {e}")))?;
-    let mut value = toml::Value::Table(table);
-    let lookup = |name: &str| std::env::var(name).ok();
-    interpolate_strings(&mut value, &mut Vec::new(), &lookup).map_err(|(key, e)| error(&key, e.to_string()))?;
-    let parsed: PipelineFile = from_value(value).map_err(|e| error(&e.key, e.message))?;
+    let parsed = read().map_err(|e| e.in_file(file))?;
     build::build(file, parsed)
 }
 

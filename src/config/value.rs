@@ -9,16 +9,8 @@
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 
+use super::KeyError;
 use super::interpolate::{InterpolateError, interpolate};
-
-/// A value that does not fit its struct, with the key that failed.
-#[derive(Debug)]
-pub(crate) struct ValueError {
-    /// Dotted path of the key, relative to the value given (`.` for the root).
-    pub(crate) key: String,
-    /// What is wrong.
-    pub(crate) message: String,
-}
 
 /// Interpolates every string in `value`, in place.
 pub(crate) fn interpolate_strings(
@@ -61,8 +53,9 @@ fn join_path(path: &[String]) -> String {
 }
 
 /// Deserializes `value` into `T`, converting strings to numbers or booleans
-/// where `T` asks for them.
-pub(crate) fn from_value<T: DeserializeOwned>(mut value: toml::Value) -> Result<T, ValueError> {
+/// where `T` asks for them. The error's key is relative to `value` (`.` for
+/// `value` itself).
+pub(crate) fn from_value<T: DeserializeOwned>(mut value: toml::Value) -> Result<T, KeyError> {
     // Each retry converts one more string, so this ends.
     loop {
         let error = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
@@ -80,10 +73,7 @@ pub(crate) fn from_value<T: DeserializeOwned>(mut value: toml::Value) -> Result<
             _ => false,
         });
         if !converted {
-            return Err(ValueError {
-                key: error.path().to_string(),
-                message: error.into_inner().to_string(),
-            });
+            return Err(KeyError::new(error.path().to_string(), error.into_inner().to_string()));
         }
     }
 }
@@ -134,7 +124,7 @@ mod tests {
         on: bool,
     }
 
-    fn parse(text: &str) -> Result<Sample, ValueError> {
+    fn parse(text: &str) -> Result<Sample, KeyError> {
         from_value(toml::Value::Table(toml::from_str(text).unwrap()))
     }
 

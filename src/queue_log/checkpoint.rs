@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use super::progress::OutputProgress;
 use super::record::ByteReader;
-use super::{QueueLogError, sync_dir};
+use super::{DecodeError, QueueLogError, sync_dir};
 
 const MAGIC: &[u8; 8] = b"EVSQPRG1";
 const FILE_NAME: &str = "progress";
@@ -50,7 +50,7 @@ pub(super) struct Saved {
 #[derive(Debug)]
 pub(super) enum Loaded {
     Missing,
-    Damaged(String),
+    Damaged(DecodeError),
     Found(Saved),
 }
 
@@ -73,15 +73,15 @@ pub(super) fn load(dir: &Path) -> Result<Loaded, QueueLogError> {
     })
 }
 
-fn decode(bytes: &[u8]) -> Result<Saved, String> {
+fn decode(bytes: &[u8]) -> Result<Saved, DecodeError> {
     let mut reader = ByteReader::new(bytes);
     if reader.take(MAGIC.len()).ok() != Some(MAGIC.as_slice()) {
-        return Err("not a progress file (bad header)".into());
+        return Err(DecodeError::NotProgressFile);
     }
     let crc = reader.u32()?;
     let body = reader.take(reader.remaining())?;
     if crc32fast::hash(body) != crc {
-        return Err("checksum mismatch".into());
+        return Err(DecodeError::ChecksumMismatch);
     }
     let mut reader = ByteReader::new(body);
     let next_seq = reader.u64()?;
@@ -96,7 +96,7 @@ fn decode(bytes: &[u8]) -> Result<Saved, String> {
             // Guards against a bug turning into an endless loop: runs are
             // bounded by the records a queue can hold.
             if last < first || last - first >= MAX_RUN {
-                return Err(format!("impossible run of finished records {first}..={last}"));
+                return Err(DecodeError::ImpossibleRun { first, last });
             }
             finished_above.extend(first..=last);
         }
@@ -108,7 +108,7 @@ fn decode(bytes: &[u8]) -> Result<Saved, String> {
     }
     match reader.remaining() {
         0 => Ok(Saved { next_seq, outputs }),
-        extra => Err(format!("{extra} bytes after the last output")),
+        extra => Err(DecodeError::TrailingBytes { extra, item: "output" }),
     }
 }
 
@@ -224,7 +224,9 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         fs::write(path(dir.path()), &bytes).unwrap();
-        assert!(matches!(load(dir.path()).unwrap(), Loaded::Damaged(reason) if reason == "checksum mismatch"));
+        assert!(
+            matches!(load(dir.path()).unwrap(), Loaded::Damaged(reason) if reason.to_string() == "checksum mismatch")
+        );
         fs::write(path(dir.path()), b"EVSQ").unwrap();
         assert!(matches!(load(dir.path()).unwrap(), Loaded::Damaged(_)));
     }

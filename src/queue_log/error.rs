@@ -1,6 +1,8 @@
-//! The one error type of the queue log. Every I/O failure names the file and
-//! the operation, because the operator reading it has to find that file (a
-//! full disk, a read-only mount, a permission) and fix it.
+//! The errors of the queue log. Every I/O failure names the file and the
+//! operation, because the operator reading it has to find that file (a full
+//! disk, a read-only mount, a permission) and fix it. [`DecodeError`] is not
+//! a failure of the log: it says why stored bytes (a record, the progress
+//! file) do not read back, and is reported as damage.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -58,4 +60,63 @@ impl QueueLogError {
             source,
         }
     }
+}
+
+/// Why stored bytes whose checksum matched (or a progress file) do not
+/// decode: a bug, or a newer version's format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes end inside a field.
+    #[error("ends early: {wanted} bytes wanted, {left} left")]
+    EndsEarly {
+        /// Bytes the field needs.
+        wanted: usize,
+        /// Bytes that were left.
+        left: usize,
+    },
+    /// Bytes follow the last item.
+    #[error("{extra} bytes after the last {item}")]
+    TrailingBytes {
+        /// How many.
+        extra: usize,
+        /// `event` or `output`.
+        item: &'static str,
+    },
+    /// A text field is not UTF-8.
+    #[error("text is not UTF-8: {0}")]
+    NotUtf8(std::str::Utf8Error),
+    /// An event's format byte is not one this version writes.
+    #[error("unknown format {0}")]
+    UnknownFormat(u8),
+    /// An event's payload state byte is not one this version writes.
+    #[error("unknown payload state {0}")]
+    UnknownPayloadState(u8),
+    /// A receive time that cannot be.
+    #[error("impossible timestamp {secs}.{nanos:09}")]
+    ImpossibleTimestamp {
+        /// Seconds since the epoch.
+        secs: i64,
+        /// Nanoseconds.
+        nanos: u32,
+    },
+    /// A JSON payload stored as checked does not parse.
+    #[error("JSON payload does not parse")]
+    JsonPayload,
+    /// A payload stored as a JSON tree does not parse.
+    #[error("payload tree does not parse: {0}")]
+    PayloadTree(String),
+    /// The progress file does not start with its header.
+    #[error("not a progress file (bad header)")]
+    NotProgressFile,
+    /// The progress file's checksum does not match.
+    #[error("checksum mismatch")]
+    ChecksumMismatch,
+    /// The progress file lists a run of finished records that cannot be.
+    #[error("impossible run of finished records {first}..={last}")]
+    ImpossibleRun {
+        /// The run's first seq.
+        first: u64,
+        /// The run's last seq.
+        last: u64,
+    },
 }

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use eventstash_plugin_api::Event;
 
-pub use error::QueueLogError;
+pub use error::{DecodeError, QueueLogError};
 pub use report::{
     Depth, Inspection, OutputStats, ProgressReset, QueueStats, Recovery, SkipReason, SkippedBytes, StoredBatch,
 };

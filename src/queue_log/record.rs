@@ -23,7 +23,7 @@ use chrono::DateTime;
 use eventstash_plugin_api::{Event, Format, Payload};
 use serde_json::value::RawValue;
 
-use super::{QueueLogError, SkipReason};
+use super::{DecodeError, QueueLogError, SkipReason};
 
 /// Bytes before a record's body: its length and its checksum.
 pub(super) const FRAME_HEADER: usize = 8;
@@ -162,7 +162,7 @@ pub(super) fn body_header(body: &[u8]) -> Result<(u64, u32), SkipReason> {
 /// Rebuilds the events of a checked body.
 pub(super) fn decode_events(body: &[u8]) -> Result<Vec<Event>, SkipReason> {
     let mut reader = ByteReader::new(body);
-    let decode = |reader: &mut ByteReader<'_>| -> Result<Vec<Event>, String> {
+    let decode = |reader: &mut ByteReader<'_>| -> Result<Vec<Event>, DecodeError> {
         reader.take(8)?;
         let count = reader.u32()? as usize;
         // The count passed the checksum, but a bound keeps a bug from
@@ -173,17 +173,17 @@ pub(super) fn decode_events(body: &[u8]) -> Result<Vec<Event>, SkipReason> {
         }
         match reader.remaining() {
             0 => Ok(events),
-            extra => Err(format!("{extra} bytes after the last event")),
+            extra => Err(DecodeError::TrailingBytes { extra, item: "event" }),
         }
     };
     decode(&mut reader).map_err(SkipReason::Undecodable)
 }
 
-fn decode_event(reader: &mut ByteReader<'_>) -> Result<Event, String> {
+fn decode_event(reader: &mut ByteReader<'_>) -> Result<Event, DecodeError> {
     let format = match reader.u8()? {
         0 => Format::Protobuf,
         1 => Format::Json,
-        other => return Err(format!("unknown format {other}")),
+        other => return Err(DecodeError::UnknownFormat(other)),
     };
     let state = reader.u8()?;
     let has_source = state & SOURCE_FLAG != 0;
@@ -193,12 +193,11 @@ fn decode_event(reader: &mut ByteReader<'_>) -> Result<Event, String> {
         2 => PayloadState::InvalidJson,
         3 => PayloadState::Protobuf,
         4 => PayloadState::InvalidProto,
-        other => return Err(format!("unknown payload state {other}")),
+        other => return Err(DecodeError::UnknownPayloadState(other)),
     };
     let secs = reader.i64()?;
     let nanos = reader.u32()?;
-    let received_at =
-        DateTime::from_timestamp(secs, nanos).ok_or_else(|| format!("impossible timestamp {secs}.{nanos:09}"))?;
+    let received_at = DateTime::from_timestamp(secs, nanos).ok_or(DecodeError::ImpossibleTimestamp { secs, nanos })?;
     let id = reader.str()?.to_owned();
     let kind = reader.str()?.to_owned();
     let source = if has_source {
@@ -212,10 +211,10 @@ fn decode_event(reader: &mut ByteReader<'_>) -> Result<Event, String> {
         // limits of this run.
         PayloadState::Json => match std::str::from_utf8(&data).map(|text| RawValue::from_string(text.to_owned())) {
             Ok(Ok(raw)) => Payload::Json(raw),
-            _ => return Err("JSON payload does not parse".to_owned()),
+            _ => return Err(DecodeError::JsonPayload),
         },
         PayloadState::Value => {
-            let value = serde_json::from_slice(&data).map_err(|e| format!("payload tree does not parse: {e}"))?;
+            let value = serde_json::from_slice(&data).map_err(|e| DecodeError::PayloadTree(e.to_string()))?;
             Payload::Value(value)
         }
         PayloadState::InvalidProto => Payload::InvalidProto(data),
@@ -242,46 +241,49 @@ impl<'a> ByteReader<'a> {
         self.bytes.len()
     }
 
-    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if n > self.bytes.len() {
-            return Err(format!("ends early: {n} bytes wanted, {} left", self.bytes.len()));
+            return Err(DecodeError::EndsEarly {
+                wanted: n,
+                left: self.bytes.len(),
+            });
         }
         let (head, rest) = self.bytes.split_at(n);
         self.bytes = rest;
         Ok(head)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         let mut out = [0; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
 
-    pub(super) fn u8(&mut self) -> Result<u8, String> {
+    pub(super) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.array::<1>()?[0])
     }
 
-    pub(super) fn u32(&mut self) -> Result<u32, String> {
+    pub(super) fn u32(&mut self) -> Result<u32, DecodeError> {
         self.array().map(u32::from_le_bytes)
     }
 
-    pub(super) fn u64(&mut self) -> Result<u64, String> {
+    pub(super) fn u64(&mut self) -> Result<u64, DecodeError> {
         self.array().map(u64::from_le_bytes)
     }
 
-    pub(super) fn i64(&mut self) -> Result<i64, String> {
+    pub(super) fn i64(&mut self) -> Result<i64, DecodeError> {
         self.array().map(i64::from_le_bytes)
     }
 
     /// A `u32` length, then that many bytes.
-    pub(super) fn bytes(&mut self) -> Result<&'a [u8], String> {
+    pub(super) fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let len = self.u32()? as usize;
         self.take(len)
     }
 
     /// Like [`bytes`](Self::bytes), as UTF-8 text.
-    pub(super) fn str(&mut self) -> Result<&'a str, String> {
-        std::str::from_utf8(self.bytes()?).map_err(|e| format!("text is not UTF-8: {e}"))
+    pub(super) fn str(&mut self) -> Result<&'a str, DecodeError> {
+        std::str::from_utf8(self.bytes()?).map_err(DecodeError::NotUtf8)
     }
 }
 

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use eventstash_plugin_api::Event;
 
+use super::DecodeError;
+
 /// A batch read back from the log on open, for the outputs that have not
 /// finished it.
 #[derive(Debug, Clone)]
@@ -86,7 +88,7 @@ pub enum SkipReason {
     /// The checksum matched but the content does not decode (a bug, or a
     /// newer version's format).
     #[error("the record does not decode: {0}")]
-    Undecodable(String),
+    Undecodable(DecodeError),
     /// The record's seq does not follow the one before it.
     #[error("record seq {seq} does not follow seq {after}")]
     SeqOutOfOrder {

@@ -102,12 +102,6 @@ impl AckHandle {
 }
 
 impl AckHandle {
-    /// A handle for events that nobody waits on (for example events replayed
-    /// after a restart, whose producer was already answered).
-    pub fn detached() -> AckHandle {
-        ack_group().0
-    }
-
     /// Another claim on the same group, to be settled on its own.
     pub fn share(&self) -> AckHandle {
         AckHandle {

@@ -5,7 +5,8 @@
 //! (a cluster that is down) report `failing` and `recovered` themselves; the
 //! engine also reports failed writes. The engine turns the states into the
 //! agent's health: NOT_SERVING once an output has been failing longer than a
-//! configured time.
+//! configured time. [`OutageReport`](crate::OutageReport) is the one way a
+//! retrying component reports an outage with them.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -22,6 +22,7 @@ mod health;
 mod json_text;
 mod kebab;
 pub mod metrics;
+mod outage;
 mod plugin;
 mod replay;
 mod retry;
@@ -40,6 +41,7 @@ pub use health::{ComponentHealth, HealthSnapshot, LogThrottle};
 pub use json_text::DEFAULT_MAX_JSON_DEPTH;
 pub use kebab::kebab_case;
 pub use metrics::{OutputMetrics, PluginContext};
+pub use outage::{OutageLine, OutageReport};
 pub use plugin::{BoxError, EventSink, Filter, Input, InputContext, Output, SinkError, error_chain};
 pub use replay::{
     ChangeSetRef, DEFAULT_REPLAY_PAGE, MAX_REPLAY_PAGE, ReplayCursor, ReplayError, ReplayQuery, ReplayReader,

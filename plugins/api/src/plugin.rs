@@ -82,6 +82,14 @@ pub trait Filter: Send + Sync {
     /// panic the engine applies the filter again, one event at a time.
     fn apply(&self, events: &mut [Event]);
 
+    /// Starts what the filter runs beside its events (a file watcher),
+    /// once, when its pipeline starts. Building a filter starts nothing, so
+    /// that `eventstash validate` checks a config without side effects. An
+    /// error stops the agent before any input starts.
+    fn start(&self) -> Result<(), BoxError> {
+        Ok(())
+    }
+
     /// Re-reads what the filter loaded at start (on SIGHUP). On error the
     /// filter must keep working with what it had.
     fn reload(&self) -> Result<(), BoxError> {

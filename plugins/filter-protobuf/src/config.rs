@@ -42,11 +42,11 @@ pub struct ProtobufFilterConfig {
     pub max_depth: u32,
 }
 
+/// The engine's pipeline files default `protos` to
+/// `"${PROTOS_GLOB:protos/**/*.proto}"` before this is consulted, so the
+/// environment is read by interpolation only.
 fn default_protos() -> String {
-    std::env::var("PROTOS_GLOB")
-        .ok()
-        .filter(|glob| !glob.is_empty())
-        .unwrap_or_else(|| "protos/**/*.proto".to_owned())
+    "protos/**/*.proto".to_owned()
 }
 
 fn default_max_depth() -> u32 {

@@ -130,22 +130,29 @@ impl ProtoDecoder {
 #[derive(Debug)]
 pub struct ProtobufFilter {
     decoder: Arc<ProtoDecoder>,
+    /// `watch = true`: the watcher is started with the pipeline
+    /// ([`Filter::start`]), never by building (`validate`).
+    watch: bool,
     /// Kept alive for as long as the filter; dropping it stops the watch.
-    _watcher: Option<ProtoWatcher>,
+    watcher: Mutex<Option<ProtoWatcher>>,
 }
 
 impl ProtobufFilter {
     pub(crate) fn new(decoder: ProtoDecoder, watch: bool) -> Result<ProtobufFilter, ProtoSetError> {
-        let decoder = Arc::new(decoder);
-        let watcher = if watch {
-            Some(ProtoWatcher::start(&decoder)?)
-        } else {
-            None
-        };
         Ok(ProtobufFilter {
-            decoder,
-            _watcher: watcher,
+            decoder: Arc::new(decoder),
+            watch,
+            watcher: Mutex::new(None),
         })
+    }
+
+    /// Whether the `.proto` files are being watched.
+    pub fn is_watching(&self) -> bool {
+        self.lock_watcher().is_some()
+    }
+
+    fn lock_watcher(&self) -> std::sync::MutexGuard<'_, Option<ProtoWatcher>> {
+        self.watcher.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The proto set in use.
@@ -157,6 +164,15 @@ impl ProtobufFilter {
 impl Filter for ProtobufFilter {
     fn apply(&self, events: &mut [Event]) {
         self.decoder.apply(events);
+    }
+
+    /// Starts the watcher (`watch = true`); starting twice starts one.
+    fn start(&self) -> Result<(), BoxError> {
+        let mut watcher = self.lock_watcher();
+        if self.watch && watcher.is_none() {
+            *watcher = Some(ProtoWatcher::start(&self.decoder)?);
+        }
+        Ok(())
     }
 
     fn reload(&self) -> Result<(), BoxError> {

@@ -35,8 +35,8 @@ use crate::tls::{TlsFiles, TlsServer};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrpcInputConfig {
-    /// Address to listen on; defaults to HFXEventStash's `GRPC_BIND_ADDRESS`,
-    /// else `0.0.0.0:42043`.
+    /// Address to listen on; default `0.0.0.0:42043`. The engine's pipeline
+    /// files default it to HFXEventStash's `GRPC_BIND_ADDRESS`.
     #[serde(default = "default_bind")]
     pub bind: String,
     /// Largest accepted `StoreEventRequest`, in bytes (default 4 MiB);
@@ -130,12 +130,11 @@ pub struct AuthConfig {
     pub tokens_file: PathBuf,
 }
 
-/// HFXEventStash's `GRPC_BIND_ADDRESS`, else its default port on every interface.
+/// HFXEventStash's port on every interface. The engine's pipeline files
+/// default `bind` to `"${GRPC_BIND_ADDRESS:0.0.0.0:42043}"` before this is
+/// consulted, so the environment is read by interpolation only.
 fn default_bind() -> String {
-    std::env::var("GRPC_BIND_ADDRESS")
-        .ok()
-        .filter(|bind| !bind.is_empty())
-        .unwrap_or_else(|| "0.0.0.0:42043".to_owned())
+    "0.0.0.0:42043".to_owned()
 }
 
 fn default_max_message_size() -> ByteSize {

@@ -51,13 +51,6 @@ pub struct GrpcInput {
     pub(crate) security: Security,
 }
 
-impl GrpcInput {
-    /// The address the input will listen on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
 #[async_trait]
 impl Input for GrpcInput {
     async fn run(self: Box<Self>, ctx: InputContext) -> Result<(), BoxError> {

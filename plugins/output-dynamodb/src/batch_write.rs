@@ -12,11 +12,10 @@
 //! key, so sending an item twice is harmless.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::WriteRequest;
-use eventstash_plugin_api::{Backoff, ComponentHealth, Event, LogThrottle, OutputMetrics};
+use eventstash_plugin_api::{Backoff, Event, OutageReport, OutputMetrics};
 use tracing::{debug, error, info, warn};
 
 use crate::item::{Item, ItemKey, ItemSchema};
@@ -37,13 +36,10 @@ pub(crate) struct BatchWriter<'a> {
     pub(crate) schema: &'a ItemSchema,
     pub(crate) backoff: &'a Backoff,
     pub(crate) metrics: &'a OutputMetrics,
-    pub(crate) health: &'a ComponentHealth,
     pub(crate) plugin: &'a str,
-    /// Set while requests fail (throttling aside), so that the recovery
-    /// is logged and reported once.
-    pub(crate) failing: &'a AtomicBool,
-    /// Keeps an outage to a few log lines.
-    pub(crate) log_throttle: &'a LogThrottle,
+    /// Failing requests (throttling aside): the output's health and a few
+    /// log lines per outage, its recovery logged once.
+    pub(crate) outage: &'a OutageReport,
 }
 
 /// The items of a request DynamoDB refused as a whole, and why.
@@ -139,9 +135,7 @@ impl BatchWriter<'_> {
     }
 
     fn succeeded(&self) {
-        if self.failing.swap(false, Ordering::Relaxed) {
-            self.health.recovered();
-            self.log_throttle.reset();
+        if self.outage.recovered().is_some() {
             info!(output = self.plugin, "dynamodb requests succeed again");
         }
     }
@@ -154,12 +148,11 @@ impl BatchWriter<'_> {
             debug!(output = self.plugin, items, %reason, "dynamodb throttled a batch; retrying");
             return;
         }
-        self.failing.store(true, Ordering::Relaxed);
-        self.health.failing(reason.clone());
-        let Some(suppressed) = self.log_throttle.allow() else {
+        let Some(line) = self.outage.failed(reason.clone()) else {
             debug!(output = self.plugin, items, %reason, "dynamodb request failed again; retrying");
             return;
         };
+        let suppressed = line.suppressed;
         if failure.kind == FailureKind::NeedsOperator {
             error!(
                 output = self.plugin, items, %reason, suppressed,

@@ -12,13 +12,12 @@
 //! limit to split by.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use eventstash_plugin_api::{
-    Backoff, BoxError, ComponentHealth, DeadLetterFile, Event, LogThrottle, Output, OutputBatch, OutputMetrics,
+    Backoff, BoxError, ComponentHealth, DeadLetterFile, Event, OutageReport, Output, OutputBatch, OutputMetrics,
     PluginContext,
 };
 use futures::StreamExt as _;
@@ -66,10 +65,9 @@ pub struct DynamoDbOutput {
     health: ComponentHealth,
     /// The plugin's id, for logs.
     plugin: String,
-    /// Set while requests fail, shared by all requests in flight.
-    failing: AtomicBool,
-    /// Keeps an outage to a few log lines.
-    log_throttle: LogThrottle,
+    /// Failing requests, shared by all requests in flight: reported on
+    /// `health` and logged a few lines per outage.
+    outage: OutageReport,
 }
 
 impl DynamoDbOutput {
@@ -89,8 +87,7 @@ impl DynamoDbOutput {
             metrics: ctx.output_metrics(),
             health: ctx.health.clone(),
             plugin: ctx.plugin.clone(),
-            failing: AtomicBool::new(false),
-            log_throttle: LogThrottle::new(FAILURE_LOG_INTERVAL),
+            outage: OutageReport::new(ctx.health.clone(), FAILURE_LOG_INTERVAL),
         }
     }
 
@@ -121,10 +118,8 @@ impl DynamoDbOutput {
             schema: &self.schema,
             backoff: &self.settings.backoff,
             metrics: &self.metrics,
-            health: &self.health,
             plugin: &self.plugin,
-            failing: &self.failing,
-            log_throttle: &self.log_throttle,
+            outage: &self.outage,
         };
         // The futures are made before the stream (rather than by a `map`
         // inside it) so that the stream holds no closure over a lifetime,

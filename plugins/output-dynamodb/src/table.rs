@@ -18,7 +18,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
     ScalarAttributeType, TableDescription, TableStatus,
 };
-use eventstash_plugin_api::{Backoff, ComponentHealth, LogThrottle};
+use eventstash_plugin_api::{Backoff, ComponentHealth, OutageReport};
 use tracing::{error, info, warn};
 
 use crate::item::{SOURCE, TYPE};
@@ -67,24 +67,23 @@ pub(crate) async fn wait_until_ready(
     health: &ComponentHealth,
     plugin: &str,
 ) {
-    let throttle = LogThrottle::new(LOG_INTERVAL);
+    let outage = OutageReport::new(health.clone(), LOG_INTERVAL);
     loop {
         match check(client, spec).await {
             Ok(TableState::Ready) => {
-                health.recovered();
+                outage.recovered();
                 info!(output = plugin, table = spec.name, "dynamodb table is ready");
                 return;
             }
             Ok(TableState::Creating) => tokio::time::sleep(CREATING_POLL).await,
             Err(problem) => {
                 let message = problem.describe(spec);
-                if let Some(suppressed) = throttle.allow() {
+                if let Some(line) = outage.failed(message.clone()) {
                     error!(
-                        output = plugin, table = spec.name, problem = %message, suppressed,
+                        output = plugin, table = spec.name, problem = %message, suppressed = line.suppressed,
                         "dynamodb table is not usable; events wait until it is"
                     );
                 }
-                health.failing(message);
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }

@@ -7,15 +7,15 @@
 //! be reached, a warning when a healthy cluster starts failing, then one line
 //! per interval with how many failures were held back, and one line when it
 //! recovers. The output's [`ComponentHealth`] follows the same states, so the
-//! engine can turn a long outage into NOT_SERVING.
+//! engine can turn a long outage into NOT_SERVING; the states are kept by
+//! the shared [`OutageReport`], the words are Elasticsearch's.
 //!
 //! [`Backoff`]: eventstash_plugin_api::Backoff
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use eventstash_plugin_api::{ComponentHealth, LogThrottle};
+use eventstash_plugin_api::{ComponentHealth, OutageLine, OutageReport};
 use tracing::{error, info, warn};
 
 /// How often a continuing failure is logged again.
@@ -76,14 +76,11 @@ pub(crate) struct FailureReport {
     what: &'static str,
     /// The output's id, on every line.
     output: String,
-    /// The engine's view of the output.
-    health: ComponentHealth,
-    /// When the current run of failures began.
-    failing_since: Mutex<Option<Instant>>,
+    /// The outage's state: health, its start, the log throttle.
+    outage: OutageReport,
     /// Set once the cluster has answered: before that, a failure is a
     /// start-up problem and logged as an error.
     reached: AtomicBool,
-    throttle: LogThrottle,
 }
 
 impl FailureReport {
@@ -102,49 +99,38 @@ impl FailureReport {
         FailureReport {
             what,
             output: output.to_owned(),
-            health,
-            failing_since: Mutex::new(None),
+            outage: OutageReport::new(health, LOG_INTERVAL),
             reached: AtomicBool::new(reached),
-            throttle: LogThrottle::new(LOG_INTERVAL),
         }
     }
 
     /// Records an attempt that made no progress and will be retried after
     /// `delay`: the output is failing.
     pub(crate) fn failed(&self, events: usize, message: &str, delay: Duration) {
-        self.health.failing(message);
-        self.log(events, message, delay);
+        if let Some(line) = self.outage.failed(message) {
+            self.log(line, events, message, delay);
+        }
     }
 
     /// Records an attempt that stored part of its events and will retry the
     /// rest after `delay`: logged, but the output is working.
     pub(crate) fn slowed(&self, events: usize, message: &str, delay: Duration) {
-        self.log(events, message, delay);
+        if let Some(line) = self.outage.slowed() {
+            self.log(line, events, message, delay);
+        }
     }
 
     /// Records an attempt that got its answer; logs the end of an outage.
     pub(crate) fn succeeded(&self) {
         self.reached.store(true, Ordering::Relaxed);
-        let Some(since) = self.lock().take() else {
-            return;
-        };
-        self.health.recovered();
-        self.throttle.reset();
-        let (output, what) = (self.output.as_str(), self.what);
-        info!(output, what, after = ?since.elapsed(), "Elasticsearch recovered");
+        if let Some(after) = self.outage.recovered() {
+            let (output, what) = (self.output.as_str(), self.what);
+            info!(output, what, ?after, "Elasticsearch recovered");
+        }
     }
 
-    fn log(&self, events: usize, message: &str, delay: Duration) {
-        let first = {
-            let mut since = self.lock();
-            let first = since.is_none();
-            since.get_or_insert_with(Instant::now);
-            first
-        };
-        let Some(held_back) = self.throttle.allow() else {
-            return;
-        };
-        let (output, what, error) = (self.output.as_str(), self.what, message);
+    fn log(&self, line: OutageLine, events: usize, message: &str, delay: Duration) {
+        let (output, what, error, held_back) = (self.output.as_str(), self.what, message, line.suppressed);
         if !self.reached.load(Ordering::Relaxed) {
             error!(
                 output,
@@ -155,7 +141,7 @@ impl FailureReport {
                 held_back,
                 "Elasticsearch unavailable at start; events wait and are retried until it answers"
             );
-        } else if first {
+        } else if line.first {
             warn!(output, what, events, error, ?delay, "Elasticsearch failing; retrying");
         } else {
             warn!(
@@ -168,12 +154,6 @@ impl FailureReport {
                 "Elasticsearch still failing; retrying"
             );
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        self.failing_since
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -205,7 +185,7 @@ mod tests {
         assert_eq!(snapshot.last_error.as_deref(), Some("connection refused"));
         report.succeeded();
         assert_eq!(health.snapshot().failing_since, None);
-        assert!(report.lock().is_none());
+        assert!(report.outage.failing_since().is_none());
     }
 
     #[test]
@@ -214,8 +194,8 @@ mod tests {
         let report = FailureReport::for_items("es#0", health.clone());
         report.slowed(3, "3 of 10 items throttled", Duration::from_millis(100));
         assert_eq!(health.snapshot().failing_since, None);
-        assert!(report.lock().is_some());
+        assert!(report.outage.failing_since().is_some());
         report.succeeded();
-        assert!(report.lock().is_none());
+        assert!(report.outage.failing_since().is_none());
     }
 }

@@ -11,11 +11,9 @@
 //! blames the content: then each message is sent on its own to find which
 //! are refused, and only those are dead-lettered.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
-use eventstash_plugin_api::{Backoff, ComponentHealth, Event, LogThrottle, OutputMetrics};
+use eventstash_plugin_api::{Backoff, Event, OutageReport, OutputMetrics};
 use tracing::{debug, error, info, warn};
 
 use crate::message::Message;
@@ -28,13 +26,10 @@ pub(crate) struct BatchSender<'a> {
     pub(crate) queue_url: &'a str,
     pub(crate) backoff: &'a Backoff,
     pub(crate) metrics: &'a OutputMetrics,
-    pub(crate) health: &'a ComponentHealth,
     pub(crate) plugin: &'a str,
-    /// Set while requests fail (throttling aside), so that the recovery is
-    /// logged and reported once.
-    pub(crate) failing: &'a AtomicBool,
-    /// Keeps an outage to a few log lines.
-    pub(crate) log_throttle: &'a LogThrottle,
+    /// Failing requests (throttling aside): the output's health and a few
+    /// log lines per outage, its recovery logged once.
+    pub(crate) outage: &'a OutageReport,
 }
 
 /// Events SQS refused, with the reasons for the dead-letter file.
@@ -163,9 +158,7 @@ impl BatchSender<'_> {
     }
 
     fn succeeded(&self) {
-        if self.failing.swap(false, Ordering::Relaxed) {
-            self.health.recovered();
-            self.log_throttle.reset();
+        if self.outage.recovered().is_some() {
             info!(output = self.plugin, "sqs requests succeed again");
         }
     }
@@ -178,12 +171,11 @@ impl BatchSender<'_> {
             debug!(output = self.plugin, messages, %reason, "sqs throttled a batch; retrying");
             return;
         }
-        self.failing.store(true, Ordering::Relaxed);
-        self.health.failing(reason.clone());
-        let Some(suppressed) = self.log_throttle.allow() else {
+        let Some(line) = self.outage.failed(reason.clone()) else {
             debug!(output = self.plugin, messages, %reason, "sqs request failed again; retrying");
             return;
         };
+        let suppressed = line.suppressed;
         if failure.kind == FailureKind::NeedsOperator {
             error!(
                 output = self.plugin, messages, %reason, suppressed,

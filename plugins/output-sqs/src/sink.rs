@@ -10,13 +10,12 @@
 //! is found (a missing queue, an outage) the write waits and says why in
 //! the log and in the agent's health.
 
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use eventstash_plugin_api::{
-    Backoff, BoxError, ComponentHealth, DeadLetterFile, Event, LogThrottle, Output, OutputBatch, OutputMetrics,
+    Backoff, BoxError, ComponentHealth, DeadLetterFile, Event, OutageReport, Output, OutputBatch, OutputMetrics,
     PluginContext,
 };
 use futures::StreamExt as _;
@@ -80,10 +79,9 @@ pub struct SqsOutput {
     health: ComponentHealth,
     /// The plugin's id, for logs.
     plugin: String,
-    /// Set while requests fail, shared by all requests in flight.
-    failing: AtomicBool,
-    /// Keeps an outage to a few log lines.
-    log_throttle: LogThrottle,
+    /// Failing requests, shared by all requests in flight: reported on
+    /// `health` and logged a few lines per outage.
+    outage: OutageReport,
 }
 
 impl SqsOutput {
@@ -105,8 +103,7 @@ impl SqsOutput {
             metrics: ctx.output_metrics(),
             health: ctx.health.clone(),
             plugin: ctx.plugin.clone(),
-            failing: AtomicBool::new(false),
-            log_throttle: LogThrottle::new(FAILURE_LOG_INTERVAL),
+            outage: OutageReport::new(ctx.health.clone(), FAILURE_LOG_INTERVAL),
         }
     }
 
@@ -122,11 +119,11 @@ impl SqsOutput {
         let queue = self.queue.as_str();
         info!(output = %self.plugin, queue, %place, "sqs output connecting");
         let mut backoff = self.settings.backoff.clone();
-        let throttle = LogThrottle::new(FAILURE_LOG_INTERVAL);
+        let outage = OutageReport::new(self.health.clone(), FAILURE_LOG_INTERVAL);
         loop {
             let problem = match find(&client, &self.queue).await {
                 Ok(found) => {
-                    self.health.recovered();
+                    outage.recovered();
                     let max_message_bytes = found
                         .max_message_bytes
                         .map_or(self.settings.max_message_bytes, |limit| {
@@ -146,9 +143,8 @@ impl SqsOutput {
                     format!("cannot find sqs queue {queue} ({place}): {}", failure.reason)
                 }
             };
-            self.health.failing(problem.clone());
-            if let Some(suppressed) = throttle.allow() {
-                error!(output = %self.plugin, suppressed, "{problem}");
+            if let Some(line) = outage.failed(problem.clone()) {
+                error!(output = %self.plugin, suppressed = line.suppressed, "{problem}");
             }
             tokio::time::sleep(backoff.next_delay()).await;
         }
@@ -163,10 +159,8 @@ impl SqsOutput {
             queue_url: &connected.queue_url,
             backoff: &self.settings.backoff,
             metrics: &self.metrics,
-            health: &self.health,
             plugin: &self.plugin,
-            failing: &self.failing,
-            log_throttle: &self.log_throttle,
+            outage: &self.outage,
         };
         // The futures are made before the stream (rather than by a `map`
         // inside it) so that the stream holds no closure over a lifetime,

@@ -15,22 +15,22 @@
 //! unfinished for that output; it stays on disk and is replayed at the next
 //! start.
 
+mod inspect;
+mod thread;
+
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::{Sender, channel};
+use std::time::Duration;
 
 use eventstash_plugin_api::{AckHandle, Event};
 use tokio::sync::oneshot;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
+
+pub use inspect::{InspectError, inspect_queue};
 
 use crate::queue::{QueueGauge, QueueLimits};
 use crate::queue_log::{LogOptions, QueueLog, QueueLogError, Recovery, StoredBatch};
-
-/// How often finished records are checkpointed (and segments deleted).
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
-/// Most requests served between two syncs, so a sync is never put off long.
-const REQUESTS_PER_ROUND: usize = 4096;
 
 /// Why a persisted queue could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -52,33 +52,64 @@ impl OpenError {
     }
 }
 
+/// Why a batch could not be made safe on disk. Its producer gets
+/// UNAVAILABLE; the log line says which file and why.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum PersistError {
+    /// The log thread is gone: the pipeline is shutting down.
+    #[error("the persisted queue is closed")]
+    Closed,
+    /// The log thread ended without answering.
+    #[error("the persisted queue stopped")]
+    Stopped,
+    /// The record could not be written (a full disk).
+    #[error("{0}")]
+    Append(Arc<QueueLogError>),
+    /// The record was written but the sync failed: not durable. Shared by
+    /// every append of the round, hence the `Arc`.
+    #[error("{0}")]
+    Sync(Arc<QueueLogError>),
+}
+
+/// What the async world asks of the log thread, over one `std::sync::mpsc`
+/// channel. Senders: every [`LogHandle`] (the sinks' appends, the claims'
+/// completions, the queue's checkpoints). Receiver: the log thread alone.
+/// The channel closes when the last handle is dropped — the inputs, the
+/// output claims and the [`PersistedQueue`] all gone — and the thread then
+/// syncs, checkpoints and ends.
 enum Request {
+    /// Write `events` as one record; the reply comes after the sync.
     Append {
         events: Arc<Vec<Event>>,
-        reply: oneshot::Sender<Result<u64, String>>,
+        /// Answered once, by the thread, with the record's seq.
+        reply: oneshot::Sender<Result<u64, PersistError>>,
     },
-    Finish {
-        output: usize,
-        seq: u64,
-    },
-    Checkpoint {
-        reply: oneshot::Sender<()>,
-    },
+    /// Output `output` finished record `seq` (sent by its claim).
+    Finish { output: usize, seq: u64 },
+    /// Save progress now; the reply says it is done.
+    Checkpoint { reply: oneshot::Sender<()> },
 }
 
 /// A pipeline's persisted queue: its log thread and its disk bound.
 pub(crate) struct PersistedQueue {
     /// The queue directory.
     pub(crate) path: PathBuf,
+    /// Kept for the checkpoints at the end of a run, and cloned for sinks.
     handle: LogHandle,
+    /// The log thread; detached on drop (see `Drop`).
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Cheap handle to the log thread, held by the sinks and the claims.
 #[derive(Clone)]
 pub(crate) struct LogHandle {
+    /// Sending side of the log thread's requests (see [`Request`]).
     requests: Sender<Request>,
+    /// Records on disk not yet finished by every output: acquired before an
+    /// append (so a full queue holds the producer back), released when every
+    /// claim of the record is settled.
     disk: QueueGauge,
+    /// How many outputs the pipeline has: one claim each per record.
     outputs: usize,
 }
 
@@ -102,7 +133,7 @@ impl PersistedQueue {
         let (requests, receiver) = channel();
         let thread = std::thread::Builder::new()
             .name("eventstash-queue".to_owned())
-            .spawn(move || serve(log, receiver, sync_every))
+            .spawn(move || thread::serve(log, receiver, sync_every))
             .map_err(OpenError::Thread)?;
         let handle = LogHandle {
             requests,
@@ -135,6 +166,19 @@ impl PersistedQueue {
     }
 }
 
+impl PersistedQueue {
+    /// Waits for the log thread to end, for tests that reopen the
+    /// directory: every handle and claim must be gone already.
+    #[cfg(test)]
+    fn close(mut self) {
+        let thread = self.thread.take();
+        drop(self);
+        if let Some(thread) = thread {
+            thread.join().unwrap();
+        }
+    }
+}
+
 impl Drop for PersistedQueue {
     fn drop(&mut self) {
         // The thread ends once every handle is gone; waiting here would
@@ -146,7 +190,11 @@ impl Drop for PersistedQueue {
 impl LogHandle {
     /// Writes `events` as one record and syncs it; returns the events and
     /// the record's claims for every output.
-    pub(crate) async fn persist(&self, events: Vec<Event>, bytes: usize) -> Result<(Vec<Event>, RecordClaims), String> {
+    pub(crate) async fn persist(
+        &self,
+        events: Vec<Event>,
+        bytes: usize,
+    ) -> Result<(Vec<Event>, RecordClaims), PersistError> {
         let permits = Arc::new(self.disk.acquire(events.len(), bytes).await);
         let events = Arc::new(events);
         let (reply, written) = oneshot::channel();
@@ -154,10 +202,8 @@ impl LogHandle {
             events: events.clone(),
             reply,
         };
-        self.requests
-            .send(request)
-            .map_err(|_| "the persisted queue is closed".to_owned())?;
-        let seq = written.await.map_err(|_| "the persisted queue stopped".to_owned())??;
+        self.requests.send(request).map_err(|_| PersistError::Closed)?;
+        let seq = written.await.map_err(|_| PersistError::Stopped)??;
         // The log thread dropped its reference before replying.
         let events = Arc::try_unwrap(events).unwrap_or_else(|shared| (*shared).clone());
         let claims = self.claims(seq, 0..self.outputs, permits);
@@ -209,113 +255,67 @@ fn report_recovery(path: &std::path::Path, recovery: &Recovery) {
     }
 }
 
-/// The log thread: group commit of appends, completions, checkpoints.
-/// With `sync_every` (`sync = "interval"`), appends wait for the next
-/// periodic sync instead of syncing each round: fewer fsyncs, slower acks.
-fn serve(mut log: QueueLog, requests: Receiver<Request>, sync_every: Option<Duration>) {
-    let mut finished_since_checkpoint = false;
-    let mut last_checkpoint = Instant::now();
-    let mut last_sync = Instant::now();
-    let mut waiting = Vec::new();
-    let wake_every = sync_every.map_or(CHECKPOINT_EVERY, |every| every.min(CHECKPOINT_EVERY));
-    loop {
-        let first = match requests.recv_timeout(wake_every) {
-            Ok(request) => Some(request),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        let mut checkpoints = Vec::new();
-        for request in first.into_iter().chain(requests.try_iter().take(REQUESTS_PER_ROUND)) {
-            match request {
-                Request::Append { events, reply } => {
-                    let written = log.append(&events).map_err(|e| e.to_string());
-                    drop(events);
-                    waiting.push((reply, written));
-                }
-                Request::Finish { output, seq } => {
-                    log.finish(output, seq);
-                    finished_since_checkpoint = true;
-                }
-                Request::Checkpoint { reply } => checkpoints.push(reply),
-            }
-        }
-        let sync_due = sync_every.is_none_or(|every| last_sync.elapsed() >= every);
-        if !waiting.is_empty() && sync_due {
-            sync_and_reply(&mut log, &mut waiting);
-            last_sync = Instant::now();
-        }
-        let due = finished_since_checkpoint && last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
-        if due || !checkpoints.is_empty() {
-            if let Err(error) = log.checkpoint() {
-                error!(%error, "persisted queue checkpoint failed; finished records may be replayed after a restart");
-            }
-            finished_since_checkpoint = false;
-            last_checkpoint = Instant::now();
-            for reply in checkpoints {
-                let _ = reply.send(());
-            }
-        }
-    }
-    sync_and_reply(&mut log, &mut waiting);
-    if let Err(error) = log.checkpoint() {
-        error!(%error, "final persisted queue checkpoint failed; finished records may be replayed after a restart");
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::json_events as events;
 
-/// `eventstash queue inspect`: the depth and per-output positions of a
-/// pipeline's persisted queue, read without changing anything. `None` for a
-/// pipeline with the memory queue.
-pub fn inspect_queue(config: &crate::config::PipelineConfig) -> Result<Option<String>, String> {
-    use std::fmt::Write as _;
-    let Some(settings) = &config.persisted else {
-        return Ok(None);
+    const LIMITS: QueueLimits = QueueLimits {
+        max_events: 100,
+        max_bytes: 1 << 20,
     };
-    let outputs: Vec<String> = config.outputs.iter().map(|o| o.id.clone()).collect();
-    let inspection = QueueLog::inspect(&settings.path, &outputs)
-        .map_err(|e| format!("cannot inspect {}: {e}", settings.path.display()))?;
-    let stats = &inspection.stats;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "pipeline {:?}: queue {}\n  unfinished: {} events in {} records, {} bytes\n  on disk: {} segment(s), {} bytes; next seq {}",
-        config.id,
-        settings.path.display(),
-        stats.unfinished.events,
-        stats.unfinished.records,
-        stats.unfinished.bytes,
-        stats.segments,
-        stats.disk_bytes,
-        stats.next_seq
-    );
-    for output in &stats.outputs {
-        let _ = writeln!(
-            out,
-            "  output {}: finished up to seq {}, pending {} events in {} records",
-            output.id, output.watermark, output.pending.events, output.pending.records
-        );
-    }
-    for skipped in &inspection.skipped {
-        let _ = writeln!(out, "  damaged: {skipped}");
-    }
-    if let Some(reset) = &inspection.progress_reset {
-        let _ = writeln!(out, "  progress file unusable, everything would be replayed: {reset:?}");
-    }
-    Ok(Some(out))
-}
 
-type AppendReply = (oneshot::Sender<Result<u64, String>>, Result<u64, String>);
+    fn outputs() -> Vec<String> {
+        vec!["a".to_owned(), "b".to_owned()]
+    }
 
-/// Syncs what was appended and answers the producers waiting for it.
-fn sync_and_reply(log: &mut QueueLog, waiting: &mut Vec<AppendReply>) {
-    if waiting.is_empty() {
-        return;
+    #[tokio::test]
+    async fn a_record_is_replayed_only_to_the_outputs_that_had_not_finished_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, replay) = PersistedQueue::open(dir.path().to_owned(), &outputs(), LIMITS, None).unwrap();
+        assert!(replay.is_empty());
+        let (stored, claims) = queue.handle().persist(events(2), 100).await.unwrap();
+        assert_eq!(stored.len(), 2, "the events come back for the pipeline queue");
+        assert_eq!(queue.gauge().events(), 2, "held on disk until every output finishes");
+        let mut per_output = claims.per_output;
+        per_output[0].take().unwrap().delivered();
+        per_output[1].take().unwrap().failed("output b is down");
+        assert_eq!(queue.gauge().events(), 0, "settled either way: the room is given back");
+        queue.checkpoint(Duration::from_secs(10)).await;
+        queue.close();
+
+        let (queue, replay) = PersistedQueue::open(dir.path().to_owned(), &outputs(), LIMITS, None).unwrap();
+        assert_eq!(replay.len(), 1);
+        assert_eq!(replay[0].pending, [1], "only output b still needs it");
+        assert_eq!(replay[0].events.len(), 2);
+        let claims = queue.handle().replay_claims(&replay[0], 100).await;
+        assert!(claims.per_output[0].is_none() && claims.per_output[1].is_some());
     }
-    let synced = log.sync().map_err(|e| e.to_string());
-    if let Err(error) = &synced {
-        error!(%error, "persisted queue cannot sync; producers get UNAVAILABLE");
+
+    #[tokio::test]
+    async fn a_record_set_aside_is_not_replayed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, _) = PersistedQueue::open(dir.path().to_owned(), &outputs(), LIMITS, None).unwrap();
+        let (_, claims) = queue.handle().persist(events(1), 10).await.unwrap();
+        drop(claims);
+        queue.checkpoint(Duration::from_secs(10)).await;
+        queue.close();
+        let (queue, replay) = PersistedQueue::open(dir.path().to_owned(), &outputs(), LIMITS, None).unwrap();
+        assert_eq!(replay.len(), 1, "claims dropped unsettled leave the record");
+        queue.handle().finish_everywhere(&replay[0]);
+        queue.checkpoint(Duration::from_secs(10)).await;
+        queue.close();
+        let (_, replay) = PersistedQueue::open(dir.path().to_owned(), &outputs(), LIMITS, None).unwrap();
+        assert!(replay.is_empty());
     }
-    for (reply, written) in waiting.drain(..) {
-        let outcome = written.and_then(|seq| synced.clone().map(|()| seq));
-        let _ = reply.send(outcome);
+
+    #[test]
+    fn a_directory_another_queue_holds_is_refused_as_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_queue, _) = PersistedQueue::open(dir.path().to_owned(), &outputs(), LIMITS, None).unwrap();
+        let Err(error) = PersistedQueue::open(dir.path().to_owned(), &outputs(), LIMITS, None) else {
+            panic!("a second queue opened the same directory");
+        };
+        assert!(error.is_in_use(), "{error}");
     }
 }
