@@ -106,6 +106,9 @@ pub(crate) enum Fallback {
     DuplicateMapKey,
     /// Nesting past `max_depth`: the depth check reports it.
     TooDeep,
+    /// More field values than the transcoder keeps track of at once
+    /// (`MAX_OCCURRENCES`): its scratch memory stays bounded.
+    Large,
     /// Bytes that do not decode: prost-reflect's error is the one reported.
     Malformed,
 }
@@ -120,18 +123,20 @@ impl Fallback {
             Fallback::Merge => "merge",
             Fallback::DuplicateMapKey => "duplicate_map_key",
             Fallback::TooDeep => "too_deep",
+            Fallback::Large => "large",
             Fallback::Malformed => "malformed",
         }
     }
 
     /// Every reason, for counting per batch.
-    pub(crate) const ALL: [Fallback; 7] = [
+    pub(crate) const ALL: [Fallback; 8] = [
         Fallback::WellKnownType,
         Fallback::Group,
         Fallback::Extension,
         Fallback::Merge,
         Fallback::DuplicateMapKey,
         Fallback::TooDeep,
+        Fallback::Large,
         Fallback::Malformed,
     ];
 }

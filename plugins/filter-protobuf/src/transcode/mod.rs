@@ -53,6 +53,11 @@ impl WireValue {
     }
 }
 
+/// Most field values the transcoder records at once (32 bytes each, 2 MiB
+/// in all): a payload of millions of one-byte fields is left to
+/// prost-reflect rather than grow the scratch list to many times its size.
+const MAX_OCCURRENCES: usize = 1 << 16;
+
 /// One occurrence of a known field in a message's bytes.
 #[derive(Debug, Clone, Copy)]
 struct Occurrence {
@@ -201,6 +206,9 @@ impl<'t, 's, 'b> MessageView<'t, 's, 'b> {
                 return Err(reason);
             }
             let value = read_value(&mut reader, wire, self.end)?;
+            if occurrences.len() == MAX_OCCURRENCES {
+                return Err(Fallback::Large);
+            }
             occurrences.push(Occurrence {
                 value,
                 slot: slot as u32,

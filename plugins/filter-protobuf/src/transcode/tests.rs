@@ -462,6 +462,15 @@ fn what_the_transcoder_leaves_to_prost_reflect_is_named() {
         transcoded(&set, "transcode.v1.Maps", &same_key, false),
         Err(Fallback::DuplicateMapKey)
     );
+    let many: Vec<u8> = [0x18, 0x01].repeat(super::MAX_OCCURRENCES + 1); // Scalars.an_int32
+    assert_eq!(
+        transcoded(&set, "transcode.v1.Scalars", &many, false),
+        Err(Fallback::Large)
+    );
+    assert_eq!(
+        transcoded(&set, "transcode.v1.Scalars", &many[2..], false).as_deref(),
+        Ok(r#"{"anInt32":1}"#)
+    );
     let bad_utf8 = [0x72, 0x01, 0xff]; // Scalars.a_string
     assert_eq!(
         transcoded(&set, "transcode.v1.Scalars", &bad_utf8, false),
