@@ -93,7 +93,10 @@ async fn typed_appends_move_the_version_and_a_conflict_names_the_current_one() {
         events: vec![Event::json("client.OrderPlaced", &serde_json::json!({"order": 1}))],
     };
 
-    let first = store.append(append(ExpectedVersion::NoAggregate, "cs-1")).await.unwrap();
+    let first = store
+        .append(append(ExpectedVersion::NoAggregate, "cs-1"))
+        .await
+        .unwrap();
     assert_eq!((first.version, first.already_stored), (1, false));
     let conflict = store
         .append(append(ExpectedVersion::NoAggregate, "cs-2"))

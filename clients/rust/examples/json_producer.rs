@@ -24,7 +24,8 @@ async fn main() -> Result<(), Error> {
 
     // One stream: returns once the agent has stored all three.
     let orders = (1..=3).map(|n| {
-        Event::json("shop.OrderPlaced", &json!({"order": n, "total": 12.5 * f64::from(n)})).with_id(format!("order-{n}"))
+        Event::json("shop.OrderPlaced", &json!({"order": n, "total": 12.5 * f64::from(n)}))
+            .with_id(format!("order-{n}"))
     });
     match client.store(orders.collect::<Vec<_>>()).await {
         Ok(()) => println!("3 orders stored"),

@@ -43,7 +43,10 @@ impl EventStash for TestServer {
     }
 }
 
-async fn receive(counts: &Counts, mut stream: Streaming<StoreEventRequest>) -> Result<Response<StoreEventResponse>, Status> {
+async fn receive(
+    counts: &Counts,
+    mut stream: Streaming<StoreEventRequest>,
+) -> Result<Response<StoreEventResponse>, Status> {
     let mut events = 0;
     let mut denied = false;
     while let Some(message) = stream.message().await? {
@@ -95,20 +98,31 @@ fn event(n: usize) -> Event {
     Event::json("test.Event", &serde_json::json!({ "n": n })).with_id(format!("e-{n}"))
 }
 
+/// Sends the events numbered `numbers`.
+async fn send_all(sender: &BatchingSender, numbers: std::ops::Range<usize>) {
+    for n in numbers {
+        sender.send(event(n)).await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flush_returns_once_every_event_is_acknowledged_within_the_stream_limit() {
     let counts = Arc::new(Counts::default());
     let sender = BatchingSender::new(serve(counts.clone()).await, options());
-    for n in 0..2_050 {
-        sender.send(event(n)).await.unwrap();
-    }
+    send_all(&sender, 0..2_050).await;
     sender.flush().await.unwrap();
     assert_eq!(counts.acknowledged.load(Ordering::SeqCst), 2_050);
-    assert!(counts.most_open.load(Ordering::SeqCst) <= 3, "more streams than allowed");
+    assert!(
+        counts.most_open.load(Ordering::SeqCst) <= 3,
+        "more streams than allowed"
+    );
     // A lone event goes out after max_delay, without a flush.
     sender.send(event(9_999)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(counts.acknowledged.load(Ordering::SeqCst), 2_051);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while counts.acknowledged.load(Ordering::SeqCst) < 2_051 {
+        assert!(tokio::time::Instant::now() < deadline, "the lone event was never sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     sender.close().await.unwrap();
 }
 
@@ -117,9 +131,7 @@ async fn a_busy_agent_is_retried_with_backoff_until_it_takes_the_batches() {
     let counts = Arc::new(Counts::default());
     counts.busy_streams.store(5, Ordering::SeqCst);
     let sender = BatchingSender::new(serve(counts.clone()).await, options());
-    for n in 0..300 {
-        sender.send(event(n)).await.unwrap();
-    }
+    send_all(&sender, 0..300).await;
     sender.close().await.unwrap();
     assert_eq!(counts.acknowledged.load(Ordering::SeqCst), 300);
 }
@@ -127,16 +139,20 @@ async fn a_busy_agent_is_retried_with_backoff_until_it_takes_the_batches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_batch_is_reported_by_flush_and_not_resent() {
     let counts = Arc::new(Counts::default());
-    let sender = BatchingSender::new(serve(counts.clone()).await, options());
-    for n in 0..100 {
-        sender.send(event(n)).await.unwrap();
-    }
+    // Batches go out when full or flushed, never split by the clock.
+    let options = BatchOptions {
+        max_delay: Duration::from_secs(60),
+        ..options()
+    };
+    let sender = BatchingSender::new(serve(counts.clone()).await, options);
+    send_all(&sender, 0..100).await;
     sender.flush().await.unwrap();
-    // A batch of its own, held back by nothing else: 10 events, one denied.
-    for n in 100..109 {
-        sender.send(event(n)).await.unwrap();
-    }
-    sender.send(Event::json("denied", &serde_json::json!({}))).await.unwrap();
+    // A batch of its own: 10 events, one denied.
+    send_all(&sender, 100..109).await;
+    sender
+        .send(Event::json("denied", &serde_json::json!({})))
+        .await
+        .unwrap();
     let error = sender.flush().await.unwrap_err();
     let Error::BatchesFailed { events, batches, .. } = &error else {
         panic!("{error:?}");
