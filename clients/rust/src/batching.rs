@@ -133,18 +133,33 @@ struct Batcher {
 
 impl Batcher {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        // One timer, moved when a batch starts: a timer made per loop turn
+        // would be registered and dropped once per event.
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        // Commands are taken as many at a time as a batch holds.
+        let mut received = Vec::with_capacity(self.options.max_events.max(1));
         loop {
             tokio::select! {
-                command = commands.recv() => match command {
-                    Some(Command::Event(event)) => self.add(event).await,
-                    Some(Command::Flush(reply)) => {
-                        let _ = reply.send(self.flush().await);
+                count = commands.recv_many(&mut received, self.options.max_events.max(1)) => {
+                    if count == 0 {
+                        break;
                     }
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(self.due.unwrap_or_else(Instant::now)), if self.due.is_some() => {
-                    self.dispatch().await;
+                    for command in received.drain(..) {
+                        match command {
+                            Command::Event(event) => self.add(event).await,
+                            Command::Flush(reply) => {
+                                let _ = reply.send(self.flush().await);
+                            }
+                        }
+                    }
+                    if let Some(due) = self.due
+                        && due != timer.deadline()
+                    {
+                        timer.as_mut().reset(due);
+                    }
                 }
+                () = &mut timer, if self.due.is_some() => self.dispatch().await,
                 Some(finished) = self.streams.join_next(), if !self.streams.is_empty() => self.record(finished),
             }
         }
