@@ -8,8 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use eventstash_input_grpc::proto::StoreEventRequest;
-use eventstash_input_grpc::proto::store_event_request::EventFormat;
+use eventstash_client::{Event, Format};
 use support::*;
 
 const PING_PROTO: &str =
@@ -18,13 +17,8 @@ const PING_PROTO: &str =
 /// `Ping { message: "hello", sequence: 7 }`.
 const PING_BYTES: &[u8] = &[10, 5, b'h', b'e', b'l', b'l', b'o', 16, 7];
 
-fn ping(id: &str) -> StoreEventRequest {
-    StoreEventRequest {
-        format: EventFormat::Protobuf as i32,
-        data: Bytes::from_static(PING_BYTES),
-        kind: "demo.Ping".into(),
-        id: id.into(),
-    }
+fn ping(id: &str) -> Event {
+    Event::bytes(Format::Protobuf, "demo.Ping", Bytes::from_static(PING_BYTES)).with_id(id)
 }
 
 /// The fault filter (`action` on the event `boom`) before the protobuf

@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eventstash_input_grpc::proto::{ReplayRequest, StoreEventRequest};
+use eventstash_client::Event;
+use eventstash_client::proto::ReplayRequest;
 use support::event_store::*;
 use support::{healthcheck, read_documents};
 use tonic::Code;
@@ -53,9 +54,10 @@ impl Jitter {
 /// the aggregates, each time at the version it last saw, and on ABORTED
 /// takes the current version from the status and tries again.
 async fn writer(agent_addr: String, writer: usize, aggregates: Arc<Vec<String>>) -> WriterLog {
-    let mut client = eventstash_input_grpc::proto::event_store_client::EventStoreClient::connect(agent_addr)
+    let mut client = eventstash_client::Client::connect(agent_addr)
         .await
-        .unwrap();
+        .unwrap()
+        .event_store();
     let mut known = [-1i64; AGGREGATES];
     let mut random = Jitter(writer as u64 + 1);
     let mut log = WriterLog::default();
@@ -199,9 +201,8 @@ async fn a_resent_append_returns_the_first_version_and_stores_one_change_set() {
     // A lost response: the client gives up before the answer, then sends
     // the same append again.
     let lost = append_request(&order, 2, "cs-lost", vec![json("test.Shipped", r#"{"n":3}"#)]);
-    let mut impatient = tonic::Request::new(lost.clone());
-    impatient.set_timeout(Duration::from_millis(1));
-    let _ = client.append(impatient).await;
+    let impatient = client.clone().with_timeout(Duration::from_millis(1));
+    let _ = impatient.append(lost.clone()).await;
     let resent = append(&mut client, lost.clone()).await.unwrap();
     assert_eq!(resent.version, 3);
 
@@ -261,7 +262,7 @@ async fn bad_requests_get_clear_statuses_and_the_agent_stays_up() {
     );
 
     let blob = format!(r#"{{"blob":"{}"}}"#, "x".repeat(100_000));
-    let oversized: Vec<StoreEventRequest> = (0..5).map(|_| json("test.Big", &blob)).collect();
+    let oversized: Vec<Event> = (0..5).map(|_| json("test.Big", &blob)).collect();
     let status = append(&mut client, append_request(&order, 0, "", oversized))
         .await
         .unwrap_err();
@@ -526,15 +527,6 @@ async fn twenty_thousand_events_replay_from_elasticsearch_and_dynamodb_exactly_o
     assert_ne!(resumed[0]["event"]["id"], lines[2]["event"]["id"]);
 }
 
-/// `request` carrying `authorization: Bearer <token>`.
-fn with_token<T>(request: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(request);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn producer_tokens_govern_what_is_appended_read_and_replayed() {
     let tokens: String = [
@@ -554,7 +546,7 @@ read_kinds = ["*"]"#,
     ]
     .iter()
     .map(|(name, token, rules)| {
-        let hash = eventstash_input_grpc::token_sha256(token);
+        let hash = support::token_sha256(token);
         format!("[[producers]]\nname = \"{name}\"\ntoken_sha256 = \"{hash}\"\n{rules}\n\n")
     })
     .collect();
@@ -577,48 +569,36 @@ read_kinds = ["*"]"#,
         request
     };
 
-    let refused = client.append(request(0, &["order.Placed"])).await.unwrap_err();
+    let mut writer = store_client_with_token(&agent, "writer-token").await;
+    let mut reader = store_client_with_token(&agent, "reader-token").await;
+    let refused = append(&mut client, request(0, &["order.Placed"])).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
-    let refused = client
-        .append(with_token(request(0, &["order.Placed"]), "reader-token"))
-        .await
-        .unwrap_err();
+    let refused = append(&mut reader, request(0, &["order.Placed"])).await.unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "a reader appended: {refused:?}");
 
     for (expected, kind) in [(0, "order.Placed"), (1, "order.Shipped")] {
-        let appended = client
-            .append(with_token(request(expected, &[kind]), "writer-token"))
-            .await
-            .unwrap()
-            .into_inner();
+        let appended = append(&mut writer, request(expected, &[kind])).await.unwrap();
         assert_eq!(appended.version, expected + 1);
     }
     // A kind outside the writer's globs: nothing of the change set is stored.
-    let refused = client
-        .append(with_token(
-            request(2, &["order.Paid", "billing.Charged"]),
-            "writer-token",
-        ))
+    let refused = append(&mut writer, request(2, &["order.Paid", "billing.Charged"]))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     assert!(refused.message().contains("billing.Charged"), "{}", refused.message());
 
     let read = |token: &'static str| {
-        let mut client = client.clone();
+        let agent = &agent;
         let aggregate = aggregate.clone();
         async move {
-            let request = eventstash_input_grpc::proto::ReadRequest {
-                aggregate_id: aggregate,
-                from_version: 0,
-            };
-            let mut stream = client.read(with_token(request, token)).await?.into_inner();
+            let client = store_client_with_token(agent, token).await;
+            let mut stream = client.read(&aggregate, 0).await.map_err(support::into_status)?;
             let mut versions = Vec::new();
             let ended = loop {
-                match stream.message().await {
+                match stream.next().await {
                     Ok(Some(change_set)) => versions.push(change_set.version),
                     Ok(None) => break None,
-                    Err(status) => break Some(status.code()),
+                    Err(error) => break Some(support::into_status(error).code()),
                 }
             };
             Ok::<_, tonic::Status>((versions, ended))
@@ -635,14 +615,10 @@ read_kinds = ["*"]"#,
     assert_eq!(read("writer-token").await.unwrap_err().code(), Code::PermissionDenied);
 
     let replay_as = |token: &'static str, query: ReplayRequest| {
-        let mut client = client.clone();
+        let agent = &agent;
         async move {
-            let mut stream = client.replay(with_token(query, token)).await?.into_inner();
-            let mut events = Vec::new();
-            while let Some(event) = stream.message().await? {
-                events.push(event);
-            }
-            Ok::<_, tonic::Status>(events)
+            let mut client = store_client_with_token(agent, token).await;
+            replay(&mut client, query, None).await.map(|(events, _)| events)
         }
     };
     let by_type = ReplayRequest {

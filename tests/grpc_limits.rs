@@ -247,8 +247,7 @@ dead_letter_path = "/proc/eventstash-cannot-create/dead_letter.jsonl"
     let agent = Agent::start(AgentOptions::new(config));
     let mut client = agent.client().await;
     let id = format!("id-{}", "z".repeat(10 * 1024));
-    let mut event = json_event("", 0, "k", "{}");
-    event.id = id.clone();
+    let event = json_event("", 0, "k", "{}").with_id(id.clone());
 
     let status = store(&mut client, vec![event]).await.expect_err("a store that failed");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");

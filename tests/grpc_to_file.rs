@@ -9,8 +9,7 @@ use std::net::TcpStream;
 use std::process::Command;
 
 use bytes::Bytes;
-use eventstash_input_grpc::proto::StoreEventRequest;
-use eventstash_input_grpc::proto::store_event_request::EventFormat;
+use eventstash_client::{Event, Format};
 use support::*;
 
 #[tokio::test]
@@ -56,12 +55,7 @@ fn chrono_like(timestamp: &str) -> bool {
 async fn empty_kind_and_id_get_the_protocol_defaults() {
     let agent = Agent::start(AgentOptions::new(FILE_PIPELINE));
     let mut client = agent.client().await;
-    let event = StoreEventRequest {
-        format: EventFormat::Json as i32,
-        data: Bytes::from_static(b"{\"a\":1}"),
-        kind: String::new(),
-        id: String::new(),
-    };
+    let event = Event::bytes(Format::Json, "", Bytes::from_static(b"{\"a\":1}"));
     store_ok(&mut client, vec![event]).await;
     let documents = read_documents(&agent.path("events/event.jsonl"));
     assert_eq!(documents[0]["kind"], "event");
@@ -109,18 +103,8 @@ async fn invalid_payloads_are_flagged_not_dropped() {
         json_event("bad-", 0, "k", "{\"ok\":true}"),
         json_event("bad-", 1, "k", "{not json"),
     ];
-    events.push(StoreEventRequest {
-        format: EventFormat::Json as i32,
-        data: Bytes::from_static(b"\xff\xfe"),
-        kind: "k".into(),
-        id: "bad-2".into(),
-    });
-    events.push(StoreEventRequest {
-        format: EventFormat::Protobuf as i32,
-        data: Bytes::from_static(&[8, 150, 1]),
-        kind: "k".into(),
-        id: "bad-3".into(),
-    });
+    events.push(Event::bytes(Format::Json, "k", Bytes::from_static(b"\xff\xfe")).with_id("bad-2"));
+    events.push(Event::bytes(Format::Protobuf, "k", Bytes::from_static(&[8, 150, 1])).with_id("bad-3"));
     store_ok(&mut client, events).await;
 
     let documents = read_documents(&agent.path("events/k.jsonl"));

@@ -124,19 +124,19 @@ async fn health_says_draining_during_shutdown() {
         .config
         .replace("[pipeline]\n", "[pipeline]\nshutdown_timeout_ms = 10000\n");
     let mut agent = Agent::start(options);
-    let mut client = agent.client().await;
+    let client = agent.client().await;
     let slow = futures::StreamExt::then(tokio_stream::iter(0..20), |n| async move {
         tokio::time::sleep(Duration::from_millis(100)).await;
         json_event("d-", n, "k", "1")
     });
-    let stream = tokio::spawn(async move { client.store_event(slow).await });
+    let stream = tokio::spawn(async move { store_stream(&client, slow).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     agent.signal("TERM");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, report) = health(metrics);
     assert_eq!(status, 503);
     assert_eq!(report["state"], "draining", "{report}");
-    assert!(stream.await.unwrap().unwrap().into_inner().success);
+    assert!(stream.await.unwrap().unwrap());
     let (exit, _) = agent.wait_exit(Duration::from_secs(10));
     assert_eq!(exit.code(), Some(0));
 }

@@ -5,10 +5,7 @@ mod support;
 
 use std::process::Command;
 
-use bytes::Bytes;
-use eventstash_input_grpc::proto::StoreEventRequest;
-use eventstash_input_grpc::proto::store_event_request::EventFormat;
-use prost::Message as _;
+use eventstash_client::Event;
 use serde_json::json;
 use support::*;
 
@@ -80,20 +77,20 @@ struct Ping {
     sequence: i64,
 }
 
+impl prost::Name for Ping {
+    const NAME: &'static str = "Ping";
+    const PACKAGE: &'static str = "demo";
+}
+
 const PING_PROTO: &str =
     "syntax = \"proto3\";\npackage demo;\nmessage Ping {\n  string message = 1;\n  int64 sequence = 2;\n}\n";
 
-fn ping_event(id: &str) -> StoreEventRequest {
+fn ping_event(id: &str) -> Event {
     let ping = Ping {
         message: "hello".into(),
         sequence: 7,
     };
-    StoreEventRequest {
-        format: EventFormat::Protobuf as i32,
-        data: Bytes::from(ping.encode_to_vec()),
-        kind: "demo.Ping".into(),
-        id: id.into(),
-    }
+    Event::protobuf(&ping).with_id(id)
 }
 
 fn ping_document(agent: &Agent, id: &str) -> serde_json::Value {

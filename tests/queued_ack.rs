@@ -23,7 +23,7 @@ fn queued_ack_with_output_down() -> String {
 
 /// Sends `count` events, then ends the stream only after `end_after`.
 async fn store_with_late_end(agent: &Agent, prefix: &str, count: usize, end_after: Duration) -> Result<bool, String> {
-    let mut client = agent.client().await;
+    let client = agent.client().await;
     let (sender, receiver) = mpsc::channel(count + 1);
     for n in 0..count {
         sender.send(json_event(prefix, n, "k", "{\"x\":1}")).await.unwrap();
@@ -32,11 +32,11 @@ async fn store_with_late_end(agent: &Agent, prefix: &str, count: usize, end_afte
         tokio::time::sleep(end_after).await;
         drop(sender);
     });
-    let call = client.store_event(ReceiverStream::new(receiver));
+    let call = store_stream(&client, ReceiverStream::new(receiver));
     let outcome = tokio::time::timeout(Duration::from_secs(5), call).await;
     ending.await.unwrap();
     match outcome {
-        Ok(Ok(response)) => Ok(response.into_inner().success),
+        Ok(Ok(success)) => Ok(success),
         Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
         Err(_) => Err("no answer within 5 s".to_owned()),
     }

@@ -17,7 +17,7 @@ const MTLS: &str =
     r#"tls = { cert_file = "tls/server.crt", key_file = "tls/server.key", client_ca_file = "tls/ca.crt" }"#;
 const TOKENS: &str = r#"auth = { tokens_file = "tokens.toml" }"#;
 
-fn events(prefix: &str, count: usize, kind: &str) -> Vec<eventstash_input_grpc::proto::StoreEventRequest> {
+fn events(prefix: &str, count: usize, kind: &str) -> Vec<eventstash_client::Event> {
     (0..count).map(|n| json_event(prefix, n, kind, r#"{"n":1}"#)).collect()
 }
 
@@ -26,7 +26,7 @@ fn tokens_file(producers: &[(&str, &str, &str)]) -> String {
     producers
         .iter()
         .map(|(name, token, kinds)| {
-            let hash = eventstash_input_grpc::token_sha256(token);
+            let hash = token_sha256(token);
             let kinds = if kinds.is_empty() {
                 String::new()
             } else {
@@ -181,7 +181,7 @@ async fn health_is_open_without_a_token_and_reflection_is_not() {
     files.push(("tokens.toml".to_owned(), tokens_file(&[("ops", "ops-token", "")])));
     let agent = tls_agent(&format!("{TLS}\n{TOKENS}"), files, &ClientTls::ca());
     // start_tls_agent waited on `eventstash healthcheck`, which has no token.
-    let channel = channel(&agent, Some(&ClientTls::ca())).await.unwrap();
+    let channel = connect(&agent, Some(&ClientTls::ca()), None).await.unwrap().channel();
     let list = |token: Option<&'static str>| {
         let channel = channel.clone();
         async move {
@@ -255,7 +255,7 @@ async fn a_token_rotated_in_the_file_and_signalled_with_sighup_replaces_the_old_
     assert_stored(send(&agent, tls.as_ref(), Some("old-token"), events("a-", 1, "r.Event")).await);
 
     // A connection opened before the rotation keeps working with the new token.
-    let open = client_on(channel(&agent, tls.as_ref()).await.unwrap(), Some("new-token"));
+    let open = connect(&agent, tls.as_ref(), Some("new-token")).await.unwrap();
     write_file(
         &agent.path("tokens.toml"),
         &tokens_file(&[("billing", "new-token", "")]),
@@ -265,7 +265,7 @@ async fn a_token_rotated_in_the_file_and_signalled_with_sighup_replaces_the_old_
 
     let old = send(&agent, tls.as_ref(), Some("old-token"), events("b-", 1, "r.Event")).await;
     assert_eq!(old.unwrap_err().code(), tonic::Code::Unauthenticated);
-    assert_stored(send_on(&mut open.clone(), events("c-", 1, "r.Event")).await);
+    assert_stored(send_on(&open.clone(), events("c-", 1, "r.Event")).await);
     assert_eq!(documents_of(&agent, "r-event").len(), 2);
 }
 
@@ -274,8 +274,8 @@ async fn a_certificate_renewed_under_the_agent_serves_new_connections_and_keeps_
     let ca = TestCa::new("first CA");
     let agent = tls_agent(TLS, tls_files(&ca, &ca.server(), &[]), &ClientTls::ca());
     let tls = Some(ClientTls::ca());
-    let mut open = client_on(channel(&agent, tls.as_ref()).await.unwrap(), None);
-    assert_stored(send_on(&mut open, events("before-", 1, "c.Event")).await);
+    let open = connect(&agent, tls.as_ref(), None).await.unwrap();
+    assert_stored(send_on(&open, events("before-", 1, "c.Event")).await);
 
     // A new CA and certificate, written as cert-manager would, then SIGHUP.
     let renewed = TestCa::new("second CA");
@@ -286,7 +286,7 @@ async fn a_certificate_renewed_under_the_agent_serves_new_connections_and_keeps_
     wait_for_log(&agent, "reloaded the gRPC input's TLS certificate");
 
     // The connection opened before the renewal still streams...
-    assert_stored(send_on(&mut open, events("open-", 1, "c.Event")).await);
+    assert_stored(send_on(&open, events("open-", 1, "c.Event")).await);
     // ...and new connections get the new certificate, which only the new CA verifies.
     assert_stored(send(&agent, tls.as_ref(), None, events("new-", 1, "c.Event")).await);
     let (healthy, output) = healthcheck_with(agent.addr, &ClientTls::ca().healthcheck_args(agent.dir.path()));

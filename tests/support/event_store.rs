@@ -5,16 +5,11 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
-use eventstash_input_grpc::proto::event_store_client::EventStoreClient;
-use eventstash_input_grpc::proto::store_event_request::EventFormat;
-use eventstash_input_grpc::proto::{
-    AppendRequest, AppendResponse, ChangeSet, ReadRequest, ReplayRequest, ReplayedEvent, StoreEventRequest,
-};
-use tonic::transport::Channel;
+use eventstash_client::proto::{AppendRequest, AppendResponse, ChangeSet, ReplayRequest, ReplayedEvent};
+use eventstash_client::{Client, Event, EventStoreClient, Format};
 use tonic::{Code, Status};
 
-use super::{Agent, AgentOptions};
+use super::{Agent, AgentOptions, into_status};
 
 /// moto's URL.
 pub fn dynamodb_url() -> String {
@@ -208,43 +203,36 @@ path = "events/%{index}.jsonl"
 "#;
 
 /// A connected event store client.
-pub async fn store_client(agent: &Agent) -> EventStoreClient<Channel> {
-    EventStoreClient::connect(format!("http://{}", agent.addr))
-        .await
-        .unwrap()
-        .max_encoding_message_size(64 * 1024 * 1024)
-        .max_decoding_message_size(64 * 1024 * 1024)
+pub async fn store_client(agent: &Agent) -> EventStoreClient {
+    Client::connect(agent.addr.to_string()).await.unwrap().event_store()
 }
 
-/// A JSON event.
-pub fn json(kind: &str, data: &str) -> StoreEventRequest {
-    StoreEventRequest {
-        format: EventFormat::Json as i32,
-        data: Bytes::copy_from_slice(data.as_bytes()),
-        kind: kind.to_owned(),
-        id: String::new(),
-    }
+/// A connected event store client that sends the producer token `token`.
+pub async fn store_client_with_token(agent: &Agent, token: &str) -> EventStoreClient {
+    let client = Client::builder(agent.addr.to_string()).token(token).connect().await;
+    client.unwrap().event_store()
 }
 
-/// An append request.
-pub fn append_request(
-    aggregate: &str,
-    expected: i64,
-    change_set_id: &str,
-    events: Vec<StoreEventRequest>,
-) -> AppendRequest {
+/// A JSON event (`data` sent as it is).
+pub fn json(kind: &str, data: &str) -> Event {
+    Event::bytes(Format::Json, kind, data.as_bytes().to_vec())
+}
+
+/// An append request; raw, so that tests can send what the typed
+/// `eventstash_client::Append` would not let them (a bad version, no type).
+pub fn append_request(aggregate: &str, expected: i64, change_set_id: &str, events: Vec<Event>) -> AppendRequest {
     AppendRequest {
         aggregate_id: aggregate.to_owned(),
         aggregate_type: "test.Order".to_owned(),
         expected_version: expected,
         change_set_id: change_set_id.to_owned(),
-        events,
+        events: events.into_iter().map(Event::into_request).collect(),
     }
 }
 
 /// Sends an append.
-pub async fn append(client: &mut EventStoreClient<Channel>, request: AppendRequest) -> Result<AppendResponse, Status> {
-    client.append(request).await.map(tonic::Response::into_inner)
+pub async fn append(client: &mut EventStoreClient, request: AppendRequest) -> Result<AppendResponse, Status> {
+    client.append(request).await.map_err(into_status)
 }
 
 /// The `x-current-version` of a conflict.
@@ -261,36 +249,21 @@ pub fn current_version(status: &Status) -> i64 {
 }
 
 /// Every change set of an aggregate from `from`.
-pub async fn read_all(
-    client: &mut EventStoreClient<Channel>,
-    aggregate: &str,
-    from: i64,
-) -> Result<Vec<ChangeSet>, Status> {
-    let mut stream = client
-        .read(ReadRequest {
-            aggregate_id: aggregate.to_owned(),
-            from_version: from,
-        })
-        .await?
-        .into_inner();
-    let mut change_sets = Vec::new();
-    while let Some(change_set) = stream.message().await? {
-        change_sets.push(change_set);
-    }
-    Ok(change_sets)
+pub async fn read_all(client: &mut EventStoreClient, aggregate: &str, from: i64) -> Result<Vec<ChangeSet>, Status> {
+    client.read_all(aggregate, from).await.map_err(into_status)
 }
 
 /// Replays up to `limit` events (all with `None`); returns them and
 /// whether the stream ended.
 pub async fn replay(
-    client: &mut EventStoreClient<Channel>,
+    client: &mut EventStoreClient,
     request: ReplayRequest,
     limit: Option<usize>,
 ) -> Result<(Vec<ReplayedEvent>, bool), Status> {
-    let mut stream = client.replay(request).await?.into_inner();
+    let mut stream = client.replay(request).await.map_err(into_status)?;
     let mut events = Vec::new();
     while limit.is_none_or(|limit| events.len() < limit) {
-        match stream.message().await? {
+        match stream.next().await.map_err(into_status)? {
             Some(event) => events.push(event),
             None => return Ok((events, true)),
         }

@@ -14,11 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use eventstash_input_grpc::proto::StoreEventRequest;
-use eventstash_input_grpc::proto::event_stash_client::EventStashClient;
-use eventstash_input_grpc::proto::store_event_request::EventFormat;
-use tonic::transport::Channel;
+use eventstash_client::{Client, Event, Format};
 
 /// The binary under test.
 pub const EVENTSTASH: &str = env!("CARGO_BIN_EXE_eventstash");
@@ -180,12 +176,9 @@ impl Agent {
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
-    /// A connected gRPC client.
-    pub async fn client(&self) -> EventStashClient<Channel> {
-        EventStashClient::connect(format!("http://{}", self.addr))
-            .await
-            .unwrap()
-            .max_encoding_message_size(64 * 1024 * 1024)
+    /// A connected client.
+    pub async fn client(&self) -> Client {
+        Client::connect(self.addr.to_string()).await.unwrap()
     }
 }
 
@@ -254,23 +247,49 @@ pub fn healthcheck(addr: SocketAddr) -> bool {
         .success()
 }
 
-/// A JSON event with id `{prefix}{n}`.
-pub fn json_event(prefix: &str, n: usize, kind: &str, data: &str) -> StoreEventRequest {
-    StoreEventRequest {
-        format: EventFormat::Json as i32,
-        data: Bytes::copy_from_slice(data.as_bytes()),
-        kind: kind.to_owned(),
-        id: format!("{prefix}{n}"),
-    }
+/// A JSON event with id `{prefix}{n}`; `data` is sent as it is, valid
+/// JSON or not.
+pub fn json_event(prefix: &str, n: usize, kind: &str, data: &str) -> Event {
+    Event::bytes(Format::Json, kind, data.as_bytes().to_vec()).with_id(format!("{prefix}{n}"))
 }
 
 /// Sends `events` as one stream: `Ok(success)` or the error status.
-pub async fn store(
-    client: &mut EventStashClient<Channel>,
-    events: Vec<StoreEventRequest>,
-) -> Result<bool, tonic::Status> {
-    let response = client.store_event(tokio_stream::iter(events)).await?;
-    Ok(response.into_inner().success)
+pub async fn store(client: &mut Client, events: Vec<Event>) -> Result<bool, tonic::Status> {
+    answer(client.store(events).await)
+}
+
+/// Sends `events` as one stream, however long they take to come:
+/// `Ok(success)` or the error status.
+pub async fn store_stream<S>(client: &Client, events: S) -> Result<bool, tonic::Status>
+where
+    S: futures::Stream<Item = Event> + Send + 'static,
+{
+    answer(client.store_stream(events).await)
+}
+
+/// A stream's outcome as the agent answered it: `Ok(success)` or the
+/// error status (a failure to connect as UNAVAILABLE).
+pub fn answer(outcome: Result<(), eventstash_client::Error>) -> Result<bool, tonic::Status> {
+    match outcome {
+        Ok(()) => Ok(true),
+        Err(eventstash_client::Error::NotAcknowledged) => Ok(false),
+        Err(error) => Err(into_status(error)),
+    }
+}
+
+/// The status the agent answered with; a client-side failure (no
+/// connection) as UNAVAILABLE.
+pub fn into_status(error: eventstash_client::Error) -> tonic::Status {
+    match error {
+        eventstash_client::Error::Status(status) => status,
+        error => tonic::Status::unavailable(format!("{error:?}")),
+    }
+}
+
+/// The `token_sha256` of a tokens file for `token`.
+pub fn token_sha256(token: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
 /// Every JSON document in a JSON-lines file.
@@ -296,7 +315,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Sends `events` as one stream and asserts the agent answered `success: true`.
-pub async fn store_ok(client: &mut EventStashClient<Channel>, events: Vec<StoreEventRequest>) {
+pub async fn store_ok(client: &mut Client, events: Vec<Event>) {
     match store(client, events).await {
         Ok(true) => {}
         other => panic!("stream not acknowledged: {other:?}"),

@@ -1,7 +1,8 @@
 //! Support for the security tests: test CAs and certificates made with
 //! rcgen, agents started on TLS ports (and waited for with `eventstash
-//! healthcheck --tls-ca`), TLS gRPC clients that send producer tokens, and
-//! a TLS-terminating proxy that puts a plain test server behind HTTPS.
+//! healthcheck --tls-ca`), clients (`eventstash-client`) over TLS that
+//! send producer tokens, and a TLS-terminating proxy that puts a plain test
+//! server behind HTTPS.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -10,16 +11,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eventstash_input_grpc::proto::StoreEventRequest;
-use eventstash_input_grpc::proto::event_stash_client::EventStashClient;
+use eventstash_client::{Authorization, Client, ClientBuilder, Event};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use super::{Agent, AgentOptions, EVENTSTASH, free_port, write_file};
+use super::{Agent, AgentOptions, EVENTSTASH, answer, free_port, write_file};
 
 /// A certificate and its key, as PEM text.
 #[derive(Clone)]
@@ -155,17 +152,15 @@ impl ClientTls {
         args
     }
 
-    fn client_config(&self, dir: &Path) -> ClientTlsConfig {
-        let ca = fs::read(dir.join(&self.ca)).unwrap();
-        let mut config = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(ca))
-            .domain_name("localhost");
-        if let Some(name) = &self.client {
-            let cert = fs::read(dir.join(format!("tls/{name}.crt"))).unwrap();
-            let key = fs::read(dir.join(format!("tls/{name}.key"))).unwrap();
-            config = config.identity(Identity::from_pem(cert, key));
+    /// `builder` with this TLS, the files read from `dir`.
+    fn configure(&self, builder: ClientBuilder, dir: &Path) -> ClientBuilder {
+        let builder = builder.ca_file(dir.join(&self.ca)).domain("localhost");
+        match &self.client {
+            Some(name) => {
+                builder.identity_files(dir.join(format!("tls/{name}.crt")), dir.join(format!("tls/{name}.key")))
+            }
+            None => builder,
         }
-        config
     }
 }
 
@@ -233,43 +228,38 @@ pub fn healthcheck_with(addr: SocketAddr, args: &[String]) -> (bool, String) {
     (output.status.success(), text)
 }
 
-/// Adds `authorization: Bearer <token>` to every request, if given.
+/// Adds `authorization: Bearer <token>` to every request, if given: the
+/// client's own header, for the generated clients of other services.
 #[derive(Clone)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
+pub struct Bearer(Authorization);
 
 impl Bearer {
     pub fn new(token: Option<&str>) -> Bearer {
-        Bearer(token.map(|token| format!("Bearer {token}").parse().unwrap()))
+        Bearer(Authorization::new(token).unwrap())
     }
 }
 
 impl Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
-        }
-        Ok(request)
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        self.0.call(request)
     }
 }
 
-pub type SecureClient = EventStashClient<InterceptedService<Channel, Bearer>>;
-
-/// A channel to the agent over TLS (or plain HTTP/2 with `tls` = `None`);
-/// the connection error if there is one.
-pub async fn channel(agent: &Agent, tls: Option<&ClientTls>) -> Result<Channel, tonic::transport::Error> {
-    let endpoint = match tls {
-        None => Endpoint::from_shared(format!("http://{}", agent.addr)).unwrap(),
-        Some(tls) => Endpoint::from_shared(format!("https://{}", agent.addr))
-            .unwrap()
-            .tls_config(tls.client_config(agent.dir.path()))
-            .unwrap(),
-    };
-    endpoint.connect_timeout(Duration::from_secs(5)).connect().await
-}
-
-/// A client on `channel` that sends `token`.
-pub fn client_on(channel: Channel, token: Option<&str>) -> SecureClient {
-    EventStashClient::with_interceptor(channel, Bearer::new(token))
+/// A client of the agent over TLS (or plain HTTP/2 with `tls` = `None`)
+/// sending `token`; the connection error if there is one.
+pub async fn connect(
+    agent: &Agent,
+    tls: Option<&ClientTls>,
+    token: Option<&str>,
+) -> Result<Client, eventstash_client::Error> {
+    let mut builder = Client::builder(agent.addr.to_string()).connect_timeout(Duration::from_secs(5));
+    if let Some(tls) = tls {
+        builder = tls.configure(builder, agent.dir.path());
+    }
+    if let Some(token) = token {
+        builder = builder.token(token);
+    }
+    builder.connect().await
 }
 
 /// Connects and sends one stream: `Ok(success)`, or the connection's or
@@ -278,12 +268,12 @@ pub async fn send(
     agent: &Agent,
     tls: Option<&ClientTls>,
     token: Option<&str>,
-    events: Vec<StoreEventRequest>,
+    events: Vec<Event>,
 ) -> Result<bool, tonic::Status> {
-    let channel = channel(agent, tls)
+    let client = connect(agent, tls, token)
         .await
         .map_err(|error| tonic::Status::unavailable(format!("connect: {error:?}")))?;
-    send_on(&mut client_on(channel, token), events).await
+    send_on(&client, events).await
 }
 
 /// Fails the test unless the stream was acknowledged.
@@ -296,11 +286,11 @@ pub fn assert_stored(result: Result<bool, tonic::Status>) {
 }
 
 /// Sends one stream on a client.
-pub async fn send_on(client: &mut SecureClient, events: Vec<StoreEventRequest>) -> Result<bool, tonic::Status> {
-    let response = tokio::time::timeout(Duration::from_secs(20), client.store_event(tokio_stream::iter(events)))
+pub async fn send_on(client: &Client, events: Vec<Event>) -> Result<bool, tonic::Status> {
+    let outcome = tokio::time::timeout(Duration::from_secs(20), client.store(events))
         .await
-        .map_err(|_| tonic::Status::deadline_exceeded("no answer in 20 s"))??;
-    Ok(response.into_inner().success)
+        .map_err(|_| tonic::Status::deadline_exceeded("no answer in 20 s"))?;
+    answer(outcome)
 }
 
 /// The documents of `events/<index>.jsonl`, none if the file is missing.

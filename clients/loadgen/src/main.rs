@@ -16,18 +16,23 @@
 //! With `--append` it loads `hfx.v1.EventStore/Append` instead (see
 //! [`append_load`]), through the agent or, with `--direct-dynamodb`, with
 //! the same DynamoDB transactions sent straight from this process.
+//!
+//! With `--batching` the same load goes through the client's
+//! `BatchingSender` instead of whole streams: one producer per connection
+//! sends events one at a time, the sender batches `--events` of them per
+//! stream with up to `--streams` streams in flight over all connections.
+//!
+//! Everything it sends goes through `eventstash-client`, as a producer's
+//! would.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
-use eventstash_input_grpc::proto::event_stash_client::EventStashClient;
-use eventstash_input_grpc::proto::event_stash_server::{EventStash, EventStashServer};
-use eventstash_input_grpc::proto::store_event_request::EventFormat;
-use eventstash_input_grpc::proto::{StoreEventRequest, StoreEventResponse};
+use eventstash_client::proto::event_stash_server::{EventStash, EventStashServer};
+use eventstash_client::proto::{StoreEventRequest, StoreEventResponse};
+use eventstash_client::{BatchOptions, BatchingSender, Client, Error, Event, Format, RetryPolicy};
 use prost::Message as _;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum PayloadFormat {
@@ -86,6 +91,11 @@ struct Args {
     /// they go, saturation).
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
+    /// Send events one at a time through the client's batching sender
+    /// (`--events` per stream, `--streams` streams in flight) instead of
+    /// whole streams.
+    #[arg(long, conflicts_with = "append")]
+    batching: bool,
     /// With --append: send the same DynamoDB transactions straight to this
     /// endpoint instead (the event store in-process, no agent), to show the
     /// agent's own overhead. Credentials come from the AWS environment.
@@ -123,40 +133,27 @@ async fn serve_bare(addr: std::net::SocketAddr) -> Result<(), Box<dyn std::error
     Ok(())
 }
 
-/// HFXEventStash's example message, `contact.AddressBook`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct AddressBook {
-    #[prost(string, tag = "1")]
-    id: String,
-    #[prost(message, repeated, tag = "2")]
-    people: Vec<Person>,
+/// HFXEventStash's example messages (`protos/examples/contact`), made by build.rs.
+mod contact {
+    tonic::include_proto!("contact");
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-struct Person {
-    #[prost(string, tag = "1")]
-    name: String,
-    #[prost(string, tag = "2")]
-    email: String,
-    #[prost(message, repeated, tag = "3")]
-    phones: Vec<PhoneNumber>,
+use contact::person::PhoneNumber;
+use contact::{AddressBook, Person};
+
+impl prost::Name for AddressBook {
+    const NAME: &'static str = "AddressBook";
+    const PACKAGE: &'static str = "contact";
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-struct PhoneNumber {
-    #[prost(string, tag = "1")]
-    number: String,
-    #[prost(int32, tag = "2")]
-    r#type: i32,
-}
-
-fn payload(format: PayloadFormat, size: usize) -> (Bytes, &'static str, EventFormat) {
+/// The event every stream repeats (with its own id).
+fn payload(format: PayloadFormat, size: usize) -> Event {
     match format {
         PayloadFormat::Json => {
             let head = r#"{"id":"ab-1","people":[{"name":"John Doe","email":"john.doe@foo.bar","phones":[{"number":"+55 (11) 1111-1111","type":1}]}],"pad":""#;
             let pad = "x".repeat(size.saturating_sub(head.len() + 2));
             let text = format!("{head}{pad}\"}}");
-            (Bytes::from(text), "contact.AddressBook", EventFormat::Json)
+            Event::bytes(Format::Json, "contact.AddressBook", Bytes::from(text))
         }
         PayloadFormat::Protobuf => {
             let person = Person {
@@ -174,11 +171,7 @@ fn payload(format: PayloadFormat, size: usize) -> (Bytes, &'static str, EventFor
             while book.encoded_len() + person.encoded_len() + 2 <= size {
                 book.people.push(person.clone());
             }
-            (
-                Bytes::from(book.encode_to_vec()),
-                "contact.AddressBook",
-                EventFormat::Protobuf,
-            )
+            Event::protobuf(&book)
         }
     }
 }
@@ -190,25 +183,8 @@ struct WorkerReport {
     latencies: Vec<Duration>,
 }
 
-/// One stream after another on `channel`, with `authorization` if given.
-async fn worker(
-    worker: usize,
-    (channel, authorization): (Channel, Option<MetadataValue<Ascii>>),
-    args: &Args,
-    data: Bytes,
-    kind: &str,
-    format: EventFormat,
-    until: Instant,
-) -> WorkerReport {
-    let authorize = move |mut request: tonic::Request<()>| {
-        if let Some(value) = &authorization {
-            request.metadata_mut().insert("authorization", value.clone());
-        }
-        Ok(request)
-    };
-    let mut client = EventStashClient::with_interceptor(channel, authorize)
-        .max_encoding_message_size(64 * 1024 * 1024)
-        .max_decoding_message_size(64 * 1024 * 1024);
+/// One stream after another on `client`.
+async fn worker(worker: usize, client: Client, args: &Args, event: Event, until: Instant) -> WorkerReport {
     let mut report = WorkerReport {
         events: 0,
         bytes: 0,
@@ -217,32 +193,77 @@ async fn worker(
     };
     let mut round = 0u64;
     while Instant::now() < until {
-        let messages: Vec<StoreEventRequest> = (0..args.events)
-            .map(|i| StoreEventRequest {
-                format: format as i32,
-                data: data.clone(),
-                kind: kind.to_owned(),
-                id: format!("lg-{worker}-{round}-{i}"),
-            })
+        let events: Vec<Event> = (0..args.events)
+            .map(|i| event.clone().with_id(format!("lg-{worker}-{round}-{i}")))
             .collect();
         let started = Instant::now();
-        match client.store_event(tokio_stream::iter(messages)).await {
-            Ok(response) if response.get_ref().success => {
+        match client.store(events).await {
+            Ok(()) => {
                 report.latencies.push(started.elapsed());
                 report.events += args.events as u64;
-                report.bytes += (args.events * data.len()) as u64;
+                report.bytes += (args.events * event.data().len()) as u64;
             }
-            Ok(_) => report.failed_streams += 1,
-            Err(status) => {
+            Err(error) => {
                 report.failed_streams += 1;
                 if report.failed_streams <= 3 {
-                    eprintln!("stream failed: {:?}: {}", status.code(), status.message());
+                    report_failure("stream", &error);
                 }
             }
         }
         round += 1;
     }
     report
+}
+
+/// One producer on `client` sending events one at a time through a
+/// batching sender until `until`; then waits for every acknowledgement.
+async fn batching_worker(worker: usize, client: Client, args: &Args, event: Event, until: Instant) -> WorkerReport {
+    let connections = args.connections.max(1);
+    let options = BatchOptions {
+        max_events: args.events.max(1),
+        max_in_flight: args.streams.div_ceil(connections).max(1),
+        buffer: args.events.max(1) * 2,
+        // A resend would count events twice: a failure is a failure here.
+        retry: RetryPolicy::never(),
+        ..BatchOptions::default()
+    };
+    let sender = BatchingSender::new(client, options);
+    let mut sent = 0u64;
+    while Instant::now() < until {
+        // Checking the clock per batch, not per event, keeps it off the hot path.
+        for _ in 0..args.events {
+            let event = event.clone().with_id(format!("lg-{worker}-{sent}"));
+            if sender.send(event).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+    }
+    let (failed_events, failed_batches) = match sender.close().await {
+        Ok(()) => (0, 0),
+        Err(Error::BatchesFailed { events, batches, first }) => {
+            report_failure("batch", &first);
+            (events as u64, batches as u64)
+        }
+        Err(error) => {
+            report_failure("batching sender", &error);
+            (sent, 1)
+        }
+    };
+    let events = sent - failed_events;
+    WorkerReport {
+        events,
+        bytes: events * event.data().len() as u64,
+        failed_streams: failed_batches,
+        latencies: Vec::new(),
+    }
+}
+
+fn report_failure(what: &str, error: &Error) {
+    match error.status() {
+        Some(status) => eprintln!("{what} failed: {:?}: {}", status.code(), status.message()),
+        None => eprintln!("{what} failed: {error}"),
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -273,61 +294,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let (true, Some(url)) = (args.append, &args.direct_dynamodb) {
         return append_load::direct(&args, url).await;
     }
-    let (data, kind, format) = payload(args.format, args.payload_size);
-    let scheme = if args.tls_ca.is_some() { "https" } else { "http" };
-    let uri = if args.addr.contains("://") {
-        args.addr.clone()
-    } else {
-        format!("{scheme}://{}", args.addr)
-    };
-    let authorization = match &args.token {
-        Some(token) => Some(format!("Bearer {token}").parse::<MetadataValue<Ascii>>()?),
-        None => None,
-    };
-    let mut channels = Vec::new();
+    let event = payload(args.format, args.payload_size);
+    let mut clients = Vec::new();
     for _ in 0..args.connections.max(1) {
-        let mut endpoint = Endpoint::from_shared(uri.clone())?
-            .tcp_nodelay(true)
-            .initial_stream_window_size(1024 * 1024)
-            .initial_connection_window_size(4 * 1024 * 1024);
+        let mut builder = Client::builder(args.addr.clone());
         if let Some(ca) = &args.tls_ca {
-            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca)?));
-            if let Some(domain) = &args.tls_domain {
-                tls = tls.domain_name(domain.clone());
-            }
-            endpoint = endpoint.tls_config(tls)?;
+            builder = builder.ca_file(ca);
         }
-        channels.push(endpoint.connect().await?);
+        if let Some(domain) = &args.tls_domain {
+            builder = builder.domain(domain.clone());
+        }
+        if let Some(token) = &args.token {
+            builder = builder.token(token.clone());
+        }
+        clients.push(builder.connect().await?);
     }
     if args.append {
-        return append_load::through_agent(&args, channels, authorization).await;
+        return append_load::through_agent(&args, clients).await;
     }
     println!(
-        "eventstash-loadgen: {} streams x {} events, {:?} payload of {} bytes, {} connection(s), {} s",
+        "eventstash-loadgen: {} streams x {} events{}, {:?} payload of {} bytes, {} connection(s), {} s",
         args.streams,
         args.events,
+        if args.batching { " (batching sender)" } else { "" },
         args.format,
-        data.len(),
-        channels.len(),
+        event.data().len(),
+        clients.len(),
         args.seconds
     );
 
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(args.seconds);
     let args = &args;
-    let workers = (0..args.streams).map(|n| {
-        let channel = channels[n % channels.len()].clone();
-        worker(
-            n,
-            (channel, authorization.clone()),
-            args,
-            data.clone(),
-            kind,
-            format,
-            until,
-        )
-    });
-    let reports = futures::future::join_all(workers).await;
+    let reports = if args.batching {
+        let workers = (0..clients.len()).map(|n| batching_worker(n, clients[n].clone(), args, event.clone(), until));
+        futures::future::join_all(workers).await
+    } else {
+        let workers =
+            (0..args.streams).map(|n| worker(n, clients[n % clients.len()].clone(), args, event.clone(), until));
+        futures::future::join_all(workers).await
+    };
     let elapsed = started.elapsed().as_secs_f64();
 
     let events: u64 = reports.iter().map(|r| r.events).sum();
@@ -341,13 +347,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         events as f64 / elapsed,
         bytes as f64 / elapsed / 1e6
     );
-    println!(
-        "stream ack latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} streams)",
-        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
-        latencies.len()
-    );
+    if args.batching {
+        println!("stream ack latency: not measured with --batching (the sender's streams are its own)");
+    } else {
+        println!(
+            "stream ack latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} streams)",
+            percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+            percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+            latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+            latencies.len()
+        );
+    }
     if let Some(pid) = args.server_pid {
         match memory_of(pid) {
             Some(memory) => println!("agent memory: {memory}"),
@@ -369,15 +379,11 @@ mod append_load {
     use std::time::{Duration, Instant};
 
     use bytes::Bytes;
-    use eventstash_input_grpc::proto::event_store_client::EventStoreClient;
-    use eventstash_input_grpc::proto::store_event_request::EventFormat;
-    use eventstash_input_grpc::proto::{AppendRequest, StoreEventRequest};
+    use eventstash_client::{Append, Client};
     use eventstash_output_dynamodb::DynamoDbEventStoreConfig;
     use eventstash_plugin_api::{Event, EventStore, ExpectedVersion, Format, NewChangeSet, PluginContext};
-    use tonic::metadata::{Ascii, MetadataValue};
-    use tonic::transport::Channel;
 
-    use super::{Args, percentile};
+    use super::{Args, percentile, report_failure};
 
     /// What one client measured.
     #[derive(Default)]
@@ -390,45 +396,39 @@ mod append_load {
     const DATA: &[u8] = br#"{"orderId":"o-1","sku":"ab-1","quantity":2,"price":"12.50"}"#;
 
     /// Appends through the agent's `hfx.v1.EventStore`.
-    pub(super) async fn through_agent(
-        args: &Args,
-        channels: Vec<Channel>,
-        authorization: Option<MetadataValue<Ascii>>,
-    ) -> Result<(), Box<dyn std::error::Error>> {
+    pub(super) async fn through_agent(args: &Args, connections: Vec<Client>) -> Result<(), Box<dyn std::error::Error>> {
         let run = run_id();
         println!("append load through the agent at {}: {}", args.addr, describe(args));
         let reports = clients(args, |n, mut next| {
-            let mut client = EventStoreClient::new(channels[n % channels.len()].clone());
-            let authorization = authorization.clone();
+            let client = connections[n % connections.len()].event_store();
             let aggregate = format!("lg-{run}-{n}");
             async move {
-                let mut version = 0i64;
+                let mut version = 0u64;
                 let mut report = ClientReport::default();
                 while let Some(at) = next.next().await {
-                    let mut request = tonic::Request::new(AppendRequest {
+                    let append = Append {
                         aggregate_id: aggregate.clone(),
                         aggregate_type: "loadgen.Order".to_owned(),
-                        expected_version: version,
+                        expected: match version {
+                            0 => eventstash_client::ExpectedVersion::NoAggregate,
+                            v => eventstash_client::ExpectedVersion::Exactly(v),
+                        },
                         change_set_id: String::new(),
-                        events: vec![StoreEventRequest {
-                            format: EventFormat::Json as i32,
-                            data: Bytes::from_static(DATA),
-                            kind: "loadgen.OrderLine".to_owned(),
-                            id: String::new(),
-                        }],
-                    });
-                    if let Some(value) = &authorization {
-                        request.metadata_mut().insert("authorization", value.clone());
-                    }
-                    match client.append(request).await {
+                        events: vec![eventstash_client::Event::bytes(
+                            eventstash_client::Format::Json,
+                            "loadgen.OrderLine",
+                            Bytes::from_static(DATA),
+                        )],
+                    };
+                    match client.append(append).await {
                         Ok(response) => {
-                            version = response.get_ref().version;
+                            version = u64::try_from(response.version).unwrap_or_default();
                             report.latencies.push(at.elapsed());
                         }
-                        Err(status) => {
+                        Err(error) => {
                             report.errors += 1;
                             if report.errors <= 3 {
-                                eprintln!("append failed: {:?}: {}", status.code(), status.message());
+                                report_failure("append", &error);
                             }
                         }
                     }
