@@ -79,6 +79,7 @@ impl<'a> WireReader<'a> {
     }
 
     /// Reads a field key: its number and wire type.
+    #[inline]
     pub(crate) fn read_key(&mut self, end: usize) -> Result<(u32, WireType), WireError> {
         let at = self.pos;
         let bad_key = WireError::BadKey { at };
@@ -102,6 +103,7 @@ impl<'a> WireReader<'a> {
 
     /// Reads a length prefix and moves past the bytes it covers, returning
     /// their range.
+    #[inline]
     pub(crate) fn read_length_delimited(&mut self, end: usize) -> Result<Range<usize>, WireError> {
         let at = self.pos;
         let len = self.read_varint(end)?;
@@ -126,6 +128,7 @@ impl<'a> WireReader<'a> {
     }
 
     /// Reads a little-endian value of `width` bytes (4 or 8).
+    #[inline]
     pub(crate) fn read_fixed(&mut self, width: usize, end: usize) -> Result<u64, WireError> {
         let start = self.pos;
         self.skip_fixed(width, end)?;
@@ -146,6 +149,7 @@ impl<'a> WireReader<'a> {
     }
 
     /// Reads a varint.
+    #[inline]
     pub(crate) fn read_varint(&mut self, end: usize) -> Result<u64, WireError> {
         let at = self.pos;
         // Most keys and lengths take one byte.
