@@ -66,12 +66,27 @@ struct Occurrence {
     slot: u32,
 }
 
-/// One entry of a map: its key and value, absent when not sent.
+/// One entry of a map, decoded (a part not sent holds its default).
 #[derive(Debug, Clone, Copy)]
-struct MapEntry {
-    key: Option<WireValue>,
-    value: Option<WireValue>,
+struct MapEntry<'b> {
+    key: Scalar<'b>,
+    value: EntryValue<'b>,
 }
+
+/// A map entry's value: a scalar, or the bytes of a message of a type.
+#[derive(Debug, Clone, Copy)]
+enum EntryValue<'b> {
+    Scalar(Scalar<'b>),
+    Message(MessageIndex, WireValue),
+}
+
+/// The bytes of a message not sent: the empty message.
+const EMPTY_MESSAGE: WireValue = WireValue {
+    bits: 0,
+    start: 0,
+    end: 0,
+    wire: WireType::LengthDelimited,
+};
 
 /// Transcodes payloads of one proto set; keeps its scratch lists between
 /// payloads (one transcoder per batch).
@@ -80,7 +95,6 @@ pub(crate) struct Transcoder<'s> {
     proto_names: bool,
     max_depth: u32,
     occurrences: RefCell<Vec<Occurrence>>,
-    entries: RefCell<Vec<MapEntry>>,
     /// Why the last payload was left to prost-reflect: serde's errors
     /// carry only text, so the reason waits here.
     fallback: Cell<Option<Fallback>>,
@@ -93,7 +107,6 @@ impl<'s> Transcoder<'s> {
             proto_names,
             max_depth,
             occurrences: RefCell::new(Vec::new()),
-            entries: RefCell::new(Vec::new()),
             fallback: Cell::new(None),
         }
     }
@@ -105,7 +118,6 @@ impl<'s> Transcoder<'s> {
             return Err(Fallback::Malformed);
         }
         self.occurrences.borrow_mut().clear();
-        self.entries.borrow_mut().clear();
         self.fallback.set(None);
         let view = MessageView {
             transcoder: self,
@@ -416,70 +428,54 @@ enum KeyIdentity<'b> {
 const PAIRWISE_KEYS: usize = 16;
 
 impl<'b> MapView<'_, '_, '_, 'b> {
-    /// Reads every entry of the map onto the entries list, from `base`.
-    fn read_entries(&self) -> Result<(), Fallback> {
+    /// Reads and decodes every entry of the map, in wire order.
+    fn read_entries(&self) -> Result<Vec<MapEntry<'b>>, Fallback> {
         let t = self.parent.transcoder;
-        for index in self.first..self.last {
-            let value = t.occurrences.borrow()[index].value;
-            if value.wire != WireType::LengthDelimited {
-                return Err(Fallback::Malformed);
-            }
-            let entry = self.read_entry(value)?;
-            t.entries.borrow_mut().push(entry);
-        }
-        Ok(())
+        (self.first..self.last)
+            .map(|index| {
+                let entry = t.occurrences.borrow()[index].value;
+                if entry.wire != WireType::LengthDelimited {
+                    return Err(Fallback::Malformed);
+                }
+                self.read_entry(entry)
+            })
+            .collect()
     }
 
-    fn read_entry(&self, entry: WireValue) -> Result<MapEntry, Fallback> {
-        let mut reader = WireReader::new(self.parent.bytes);
+    fn read_entry(&self, entry: WireValue) -> Result<MapEntry<'b>, Fallback> {
+        let bytes = self.parent.bytes;
+        let mut reader = WireReader::new(bytes);
         let end = entry.end as usize;
         reader.seek(entry.start as usize);
         let (mut key, mut value) = (None, None);
         while reader.pos() < end {
             let (number, wire) = reader.read_key(end).map_err(|_| Fallback::Malformed)?;
             let read = read_value(&mut reader, wire, end)?;
-            match number {
-                1 => {
-                    Scalar::decode(self.key, read, self.parent.bytes)?;
-                    key = Some(read);
+            match (number, self.value) {
+                (1, _) => key = Some(Scalar::decode(self.key, read, bytes)?),
+                (2, ValueKind::Message(_)) if value.is_some() => return Err(Fallback::Merge),
+                (2, ValueKind::Message(_)) if read.wire != WireType::LengthDelimited => {
+                    return Err(Fallback::Malformed);
                 }
-                2 => {
-                    match self.value {
-                        ValueKind::Message(_) if value.is_some() => return Err(Fallback::Merge),
-                        ValueKind::Message(_) if read.wire != WireType::LengthDelimited => {
-                            return Err(Fallback::Malformed);
-                        }
-                        ValueKind::Message(_) => {}
-                        ValueKind::Scalar(kind) => drop(Scalar::decode(kind, read, self.parent.bytes)?),
-                    }
-                    value = Some(read);
-                }
+                (2, ValueKind::Message(message)) => value = Some(EntryValue::Message(message, read)),
+                (2, ValueKind::Scalar(kind)) => value = Some(EntryValue::Scalar(Scalar::decode(kind, read, bytes)?)),
                 _ => {}
             }
         }
-        Ok(MapEntry { key, value })
-    }
-
-    fn key_identity(&self, key: Option<WireValue>) -> KeyIdentity<'b> {
-        let scalar = match key {
-            Some(key) => Scalar::decode(self.key, key, self.parent.bytes).unwrap_or(Scalar::Bool(false)),
-            None => Scalar::default_of(self.key, self.parent.transcoder.schema),
-        };
-        match scalar {
-            Scalar::Bool(value) => KeyIdentity::Bool(value),
-            Scalar::I32(value) | Scalar::Enum(value, _) => KeyIdentity::Signed(i64::from(value)),
-            Scalar::I64(value) => KeyIdentity::Signed(value),
-            Scalar::U32(value) => KeyIdentity::Unsigned(u64::from(value)),
-            Scalar::U64(value) => KeyIdentity::Unsigned(value),
-            Scalar::Str(value) => KeyIdentity::Text(value),
-            Scalar::F32(_) | Scalar::F64(_) | Scalar::Bytes(_) => KeyIdentity::Bool(false),
-        }
+        let schema = self.parent.transcoder.schema;
+        Ok(MapEntry {
+            key: key.unwrap_or_else(|| Scalar::default_of(self.key, schema)),
+            value: value.unwrap_or(match self.value {
+                ValueKind::Message(message) => EntryValue::Message(message, EMPTY_MESSAGE),
+                ValueKind::Scalar(kind) => EntryValue::Scalar(Scalar::default_of(kind, schema)),
+            }),
+        })
     }
 
     /// prost-reflect keeps the last value of a key sent twice, in a hash
     /// map: left to it.
-    fn check_unique_keys(&self, entries: &[MapEntry]) -> Result<(), Fallback> {
-        let keys = entries.iter().map(|entry| self.key_identity(entry.key));
+    fn check_unique_keys(entries: &[MapEntry<'b>]) -> Result<(), Fallback> {
+        let keys = entries.iter().map(|entry| KeyIdentity::of(entry.key));
         let unique = if entries.len() <= PAIRWISE_KEYS {
             let keys: Vec<KeyIdentity<'b>> = keys.collect();
             keys.iter().enumerate().all(|(index, key)| !keys[..index].contains(key))
@@ -491,50 +487,40 @@ impl<'b> MapView<'_, '_, '_, 'b> {
     }
 }
 
+impl<'b> KeyIdentity<'b> {
+    /// The identity of a decoded key (map keys are never floats, bytes or
+    /// enums).
+    fn of(key: Scalar<'b>) -> KeyIdentity<'b> {
+        match key {
+            Scalar::Bool(value) => KeyIdentity::Bool(value),
+            Scalar::I32(value) | Scalar::Enum(value, _) => KeyIdentity::Signed(i64::from(value)),
+            Scalar::I64(value) => KeyIdentity::Signed(value),
+            Scalar::U32(value) => KeyIdentity::Unsigned(u64::from(value)),
+            Scalar::U64(value) => KeyIdentity::Unsigned(value),
+            Scalar::Str(value) => KeyIdentity::Text(value),
+            Scalar::F32(_) | Scalar::F64(_) | Scalar::Bytes(_) => KeyIdentity::Bool(false),
+        }
+    }
+}
+
 impl Serialize for MapView<'_, '_, '_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let t = self.parent.transcoder;
-        let base = t.entries.borrow().len();
-        self.read_entries().map_err(|reason| t.stop(reason))?;
-        let entries: Vec<MapEntry> = t.entries.borrow()[base..].to_vec();
-        self.check_unique_keys(&entries).map_err(|reason| t.stop(reason))?;
+        let entries = self.read_entries().map_err(|reason| t.stop(reason))?;
+        Self::check_unique_keys(&entries).map_err(|reason| t.stop(reason))?;
         let mut map = serializer.serialize_map(Some(entries.len()))?;
         for entry in &entries {
-            let key = match entry.key {
-                Some(key) => Scalar::decode(self.key, key, self.parent.bytes).map_err(|reason| t.stop(reason))?,
-                None => Scalar::default_of(self.key, t.schema),
-            };
-            let key = MapKeyView(key);
-            match (self.value, entry.value) {
-                (ValueKind::Message(message), Some(value)) => {
+            let key = MapKeyView(entry.key);
+            match entry.value {
+                EntryValue::Message(message, value) => {
                     let child = self.parent.child(message, value).map_err(|reason| t.stop(reason))?;
                     map.serialize_entry(&key, &child)?;
                 }
-                (ValueKind::Message(message), None) => {
-                    // An absent message value is the empty message.
-                    let empty = self.parent.child(
-                        message,
-                        WireValue {
-                            wire: WireType::LengthDelimited,
-                            bits: 0,
-                            start: 0,
-                            end: 0,
-                        },
-                    );
-                    map.serialize_entry(&key, &empty.map_err(|reason| t.stop(reason))?)?;
-                }
-                (ValueKind::Scalar(kind), value) => {
-                    let scalar = match value {
-                        Some(value) => {
-                            Scalar::decode(kind, value, self.parent.bytes).map_err(|reason| t.stop(reason))?
-                        }
-                        None => Scalar::default_of(kind, t.schema),
-                    };
+                EntryValue::Scalar(scalar) => {
                     map.serialize_entry(&key, &ScalarView { transcoder: t, scalar })?;
                 }
             }
         }
-        t.entries.borrow_mut().truncate(base);
         map.end()
     }
 }
