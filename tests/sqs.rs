@@ -310,8 +310,13 @@ for first in range(0, 300, 10):
     agent.wait_exit(Duration::from_secs(15));
     let mut written = String::new();
     std::io::Read::read_to_string(&mut agent.child.stdout.take().unwrap(), &mut written).unwrap();
+    // The drain ends at its deadline with the output's write still blocked
+    // on the full pipe, so the text can end in part of a line: that event
+    // was not stored (its message must come back), and only complete lines
+    // count. Every complete line must parse.
     let stored: HashSet<String> = written
-        .lines()
+        .split_inclusive('\n')
+        .filter(|line| line.ends_with('\n'))
         .map(|line| {
             serde_json::from_str::<serde_json::Value>(line).unwrap()["id"]
                 .as_str()
