@@ -168,15 +168,20 @@ pub fn run(config: SqsInputConfig, blocked: bool) -> RunningInput {
 }
 
 impl RunningInput {
+    /// The next batch the input hands to the pipeline.
+    pub async fn next_batch(&mut self) -> EventBatch {
+        tokio::time::timeout(Duration::from_secs(20), self.batches.recv())
+            .await
+            .expect("the input sent no batch for 20 s")
+            .expect("the input stopped")
+    }
+
     /// Receives batches until they hold `events` events in all.
     pub async fn take_events(&mut self, events: usize) -> Vec<EventBatch> {
         let mut batches = Vec::new();
         let mut seen = 0;
         while seen < events {
-            let batch = tokio::time::timeout(Duration::from_secs(20), self.batches.recv())
-                .await
-                .expect("the input sent no batch for 20 s")
-                .expect("the input stopped");
+            let batch = self.next_batch().await;
             seen += batch.events.len();
             batches.push(batch);
         }
