@@ -17,6 +17,22 @@ pub enum JsonNames {
     Proto,
 }
 
+/// Which JSON shape messages are written in.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum JsonShape {
+    /// What HFXEventStash stored: protobufjs' `toJSON()` after `decode`.
+    /// Well-known types are objects of their fields (`Timestamp` as
+    /// `{"seconds":"…","nanos":…}`) but for `Any`, which is its message's
+    /// fields and `"@type"`; a field sent with its default value is written;
+    /// `float` is printed as the double it widens to.
+    #[default]
+    Protobufjs,
+    /// The proto3 canonical JSON mapping (prost-reflect): `Timestamp` as an
+    /// RFC 3339 string, `Struct` as a plain object, wrappers as their value.
+    Canonical,
+}
+
 /// The `[[filters]]` table of a protobuf filter.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +47,9 @@ pub struct ProtobufFilterConfig {
     /// Field naming in the JSON.
     #[serde(default)]
     pub json_names: JsonNames,
+    /// The JSON shape: `"protobufjs"` (HFXEventStash's) or `"canonical"`.
+    #[serde(default)]
+    pub json: JsonShape,
     /// Also reload when a `.proto` file under the include directories
     /// changes on disk (inotify), not only on SIGHUP.
     #[serde(default)]
@@ -63,7 +82,7 @@ impl ProtobufFilterConfig {
         })?;
         let source = ProtoSource::new(self.protos, self.include)?;
         let set = ProtoSet::load(&source)?;
-        let decoder = ProtoDecoder::new(source, set, self.json_names, max_depth);
+        let decoder = ProtoDecoder::new(source, set, self.json_names, self.json, max_depth);
         ProtobufFilter::new(decoder, self.watch)
     }
 }

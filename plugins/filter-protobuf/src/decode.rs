@@ -1,5 +1,6 @@
-//! Decoding one payload into its canonical JSON text: by the direct
-//! transcoder when it covers the payload, by prost-reflect otherwise.
+//! Decoding one payload into its JSON text (canonical or protobufjs'
+//! shape): by the direct transcoder when it covers the payload, by
+//! prost-reflect otherwise.
 
 use prost_reflect::{DynamicMessage, SerializeOptions};
 use serde::{Serialize, Serializer};
@@ -7,6 +8,7 @@ use serde_json::value::RawValue;
 
 use crate::nesting::{NestingError, NestingWalker};
 use crate::proto_set::ProtoSet;
+use crate::protobufjs::ProtobufjsMessage;
 use crate::transcode::Transcoder;
 use crate::transcode_schema::Fallback;
 use crate::wire_schema::MessageIndex;
@@ -27,10 +29,18 @@ pub(crate) enum DecodeError {
     TooDeep { kind: String, reason: NestingError },
 }
 
+/// How prost-reflect's message is written: with its canonical serialiser
+/// and these options, or in protobufjs' shape.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FallbackJson<'a> {
+    Canonical(&'a SerializeOptions),
+    Protobufjs { proto_names: bool },
+}
+
 /// The decoders of one batch, with the buffers they keep between payloads.
 pub(crate) struct BatchDecoder<'a> {
     set: &'a ProtoSet,
-    options: &'a SerializeOptions,
+    json: FallbackJson<'a>,
     transcoder: Transcoder<'a>,
     nesting: NestingWalker,
     /// The last kind looked up: a batch mostly repeats a few kinds.
@@ -42,13 +52,13 @@ pub(crate) struct BatchDecoder<'a> {
 impl<'a> BatchDecoder<'a> {
     pub(crate) fn new(
         set: &'a ProtoSet,
-        options: &'a SerializeOptions,
+        json: FallbackJson<'a>,
         transcoder: Transcoder<'a>,
         nesting: NestingWalker,
     ) -> BatchDecoder<'a> {
         BatchDecoder {
             set,
-            options,
+            json,
             transcoder,
             nesting,
             last_kind: None,
@@ -77,7 +87,7 @@ impl<'a> BatchDecoder<'a> {
                 if let Some(counted) = counted {
                     self.fallbacks[counted] += 1;
                 }
-                decode_with_prost_reflect(self.set, kind, bytes, self.options, &mut self.nesting)
+                decode_with_prost_reflect(self.set, kind, bytes, self.json, &mut self.nesting)
             }
         }
     }
@@ -89,7 +99,7 @@ fn decode_with_prost_reflect(
     set: &ProtoSet,
     kind: &str,
     bytes: &[u8],
-    options: &SerializeOptions,
+    json: FallbackJson<'_>,
     nesting: &mut NestingWalker,
 ) -> Result<Box<RawValue>, DecodeError> {
     let unknown_kind = || DecodeError::UnknownKind { kind: kind.to_owned() };
@@ -113,10 +123,17 @@ fn decode_with_prost_reflect(
     let message = DynamicMessage::decode(descriptor, bytes).map_err(|e| malformed(e.to_string()))?;
     // Straight to text: no intermediate JSON tree, and `to_raw_value` does
     // not parse the text it has just written.
-    serde_json::value::to_raw_value(&WithOptions {
-        message: &message,
-        options,
-    })
+    match json {
+        FallbackJson::Canonical(options) => serde_json::value::to_raw_value(&WithOptions {
+            message: &message,
+            options,
+        }),
+        FallbackJson::Protobufjs { proto_names } => serde_json::value::to_raw_value(&ProtobufjsMessage {
+            message: &message,
+            pool: &set.pool,
+            proto_names,
+        }),
+    }
     .map_err(|e| malformed(e.to_string()))
 }
 

@@ -8,8 +8,8 @@ use metrics::counter;
 use prost_reflect::SerializeOptions;
 use tracing::{debug, info, warn};
 
-use crate::config::JsonNames;
-use crate::decode::{BatchDecoder, DecodeError};
+use crate::config::{JsonNames, JsonShape};
+use crate::decode::{BatchDecoder, DecodeError, FallbackJson};
 use crate::nesting::{MaxDepth, NestingWalker};
 use crate::proto_set::{ProtoSet, ProtoSetError, ProtoSource};
 use crate::transcode::Transcoder;
@@ -33,6 +33,8 @@ pub(crate) struct ProtoDecoder {
     options: SerializeOptions,
     /// JSON names as written in the `.proto` files (`json_names = "proto"`).
     proto_names: bool,
+    /// Canonical JSON or protobufjs' `toJSON()` shape (`json`).
+    shape: JsonShape,
     /// Payloads nesting deeper are kept undecoded: the stack stays bounded.
     max_depth: MaxDepth,
     /// Kinds already warned about since the last reload.
@@ -48,7 +50,13 @@ impl std::fmt::Debug for ProtoDecoder {
 }
 
 impl ProtoDecoder {
-    pub(crate) fn new(source: ProtoSource, set: ProtoSet, json_names: JsonNames, max_depth: MaxDepth) -> ProtoDecoder {
+    pub(crate) fn new(
+        source: ProtoSource,
+        set: ProtoSet,
+        json_names: JsonNames,
+        shape: JsonShape,
+        max_depth: MaxDepth,
+    ) -> ProtoDecoder {
         let options = SerializeOptions::new()
             .use_proto_field_name(json_names == JsonNames::Proto)
             .skip_default_fields(true)
@@ -59,6 +67,7 @@ impl ProtoDecoder {
             set: RwLock::new(Arc::new(set)),
             options,
             proto_names: json_names == JsonNames::Proto,
+            shape,
             max_depth,
             warned: Mutex::new(HashSet::new()),
         }
@@ -94,8 +103,17 @@ impl ProtoDecoder {
 
     pub(crate) fn apply(&self, events: &mut [Event]) {
         let set = self.current();
-        let transcoder = Transcoder::new(&set.transcode, self.proto_names, self.max_depth.get());
-        let mut decoder = BatchDecoder::new(&set, &self.options, transcoder, NestingWalker::new(self.max_depth));
+        let mut transcoder = Transcoder::new(&set.transcode, self.proto_names, self.max_depth.get());
+        let json = match self.shape {
+            JsonShape::Canonical => FallbackJson::Canonical(&self.options),
+            JsonShape::Protobufjs => {
+                transcoder = transcoder.with_protobufjs(&set.schema);
+                FallbackJson::Protobufjs {
+                    proto_names: self.proto_names,
+                }
+            }
+        };
+        let mut decoder = BatchDecoder::new(&set, json, transcoder, NestingWalker::new(self.max_depth));
         for event in events {
             self.decode_event(&mut decoder, event);
         }

@@ -20,13 +20,14 @@ mod decode;
 mod filter;
 mod nesting;
 mod proto_set;
+mod protobufjs;
 mod transcode;
 mod transcode_schema;
 mod watch;
 mod wire;
 mod wire_schema;
 
-pub use config::{JsonNames, ProtobufFilterConfig};
+pub use config::{JsonNames, JsonShape, ProtobufFilterConfig};
 pub use filter::ProtobufFilter;
 pub use proto_set::{ProtoSet, ProtoSetError};
 

@@ -149,6 +149,8 @@ pub(crate) struct FieldPlan {
     pub(crate) json_name: Box<str>,
     /// As written in the `.proto` file.
     pub(crate) proto_name: Box<str>,
+    /// protobufjs' name for it (`protobufjs::camel_case`).
+    pub(crate) protobufjs_name: Box<str>,
     pub(crate) value: ValueKind,
     pub(crate) cardinality: Shape,
     /// Its oneof's index within the message (real and synthetic oneofs).
@@ -297,6 +299,7 @@ impl Indexes {
             number: field.number(),
             json_name: field.json_name().into(),
             proto_name: field.name().into(),
+            protobufjs_name: crate::protobufjs::camel_case(field.name()).into(),
             value,
             cardinality,
             oneof: field

@@ -22,6 +22,17 @@
 //! The one difference allowed: prost-reflect keeps a map in a hash map and
 //! writes its entries in no fixed order; the transcoder writes them in wire
 //! order. The JSON objects are the same.
+//!
+//! With `json = "protobufjs"` ([`Transcoder::with_protobufjs`]) it writes
+//! what protobufjs' `toJSON()` gave HFXEventStash instead, held to
+//! protobufjs' own output by `tests/protobufjs_golden.rs`: well-known types
+//! are plain messages but `Any` (its message's fields and `"@type"`, see
+//! [`AnyContents`]); every field on the wire is written, default or not;
+//! the last of a singular message sent twice replaces the others, as the
+//! last value of a map key does; every member of a oneof sent is written;
+//! numbers are printed as JavaScript's doubles (`float` widened, `2` not
+//! `2.0`, `-0` as `0`). Only groups, extensions, nesting past `max_depth`,
+//! large and malformed payloads are left to prost-reflect then.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
@@ -33,7 +44,7 @@ use serde_json::value::RawValue;
 
 use crate::transcode_schema::{EnumIndex, Fallback, FieldPlan, ScalarKind, Shape, TranscodeSchema, ValueKind};
 use crate::wire::{WireReader, WireType};
-use crate::wire_schema::MessageIndex;
+use crate::wire_schema::{MessageIndex, WireSchema};
 
 /// A value as it sits on the wire: its wire type, and its bits (varint and
 /// fixed values) or the range of its bytes (length-delimited ones). Offsets
@@ -94,6 +105,9 @@ pub(crate) struct Transcoder<'s> {
     schema: &'s TranscodeSchema,
     proto_names: bool,
     max_depth: u32,
+    /// Set for protobufjs' shape: the message names `Any`'s type URLs are
+    /// looked up in.
+    protobufjs: Option<&'s WireSchema>,
     occurrences: RefCell<Vec<Occurrence>>,
     /// Why the last payload was left to prost-reflect: serde's errors
     /// carry only text, so the reason waits here.
@@ -106,9 +120,17 @@ impl<'s> Transcoder<'s> {
             schema,
             proto_names,
             max_depth,
+            protobufjs: None,
             occurrences: RefCell::new(Vec::new()),
             fallback: Cell::new(None),
         }
+    }
+
+    /// Writes protobufjs' `toJSON()` shape instead of the canonical one;
+    /// `names` resolves `Any`'s type URLs.
+    pub(crate) fn with_protobufjs(mut self, names: &'s WireSchema) -> Transcoder<'s> {
+        self.protobufjs = Some(names);
+        self
     }
 
     /// The JSON of `bytes` as the message `message`, or why prost-reflect
@@ -126,6 +148,7 @@ impl<'s> Transcoder<'s> {
             start: 0,
             end: bytes.len(),
             depth: 0,
+            plain: false,
         };
         serde_json::value::to_raw_value(&view).map_err(|_| self.fallback.take().unwrap_or(Fallback::Malformed))
     }
@@ -136,9 +159,12 @@ impl<'s> Transcoder<'s> {
         E::custom(reason.label())
     }
 
-    fn field_name<'f>(&self, field: &'f FieldPlan) -> &'f str {
-        if self.proto_names {
+    fn field_name<'f>(&self, field: &'f FieldPlan, plain_any: bool) -> &'f str {
+        // protobufjs' own `Any` (common.js) names its field `type_url`.
+        if self.proto_names || plain_any {
             &field.proto_name
+        } else if self.protobufjs.is_some() {
+            &field.protobufjs_name
         } else {
             &field.json_name
         }
@@ -154,13 +180,34 @@ struct MessageView<'t, 's, 'b> {
     end: usize,
     /// How deep this message is: the payload is 0.
     depth: u32,
+    /// protobufjs' shape: an `Any` written as a plain message of its two
+    /// fields (its type is unknown, or is `Any` itself).
+    plain: bool,
 }
 
 impl Serialize for MessageView<'_, '_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let t = self.transcoder;
+        if let Some(names) = t.protobufjs
+            && !self.plain
+            && names.is_any(self.message)
+        {
+            return self.serialize_any(names, serializer);
+        }
+        let mut map = serializer.serialize_map(None)?;
+        self.write_fields(&mut map)?;
+        map.end()
+    }
+}
+
+impl<'t, 's, 'b> MessageView<'t, 's, 'b> {
+    /// Writes the message's fields into `map`.
+    fn write_fields<M: SerializeMap>(&self, map: &mut M) -> Result<(), M::Error> {
+        let t = self.transcoder;
         let plan = t.schema.message(self.message);
-        if let Some(reason) = plan.unsupported {
+        if let Some(reason) = plan.unsupported
+            && (t.protobufjs.is_none() || reason != Fallback::WellKnownType)
+        {
             return Err(t.stop(reason));
         }
         let base = t.occurrences.borrow().len();
@@ -175,7 +222,6 @@ impl Serialize for MessageView<'_, '_, '_> {
                 found.sort_by_key(|occurrence| occurrence.slot);
             }
         }
-        let mut map = serializer.serialize_map(None)?;
         let mut oneofs_seen = Vec::new();
         let mut first = base;
         while first < end {
@@ -185,21 +231,48 @@ impl Serialize for MessageView<'_, '_, '_> {
                 last += 1;
             }
             let field = &plan.fields[slot as usize];
-            if let Some(oneof) = field.oneof {
+            // protobufjs keeps every member of a oneof that was sent.
+            if let Some(oneof) = field.oneof
+                && t.protobufjs.is_none()
+            {
                 if oneofs_seen.contains(&oneof) {
                     return Err(t.stop(Fallback::Merge));
                 }
                 oneofs_seen.push(oneof);
             }
-            self.write_field(&mut map, field, first, last)?;
+            self.write_field(map, field, first, last)?;
             first = last;
         }
         t.occurrences.borrow_mut().truncate(base);
+        Ok(())
+    }
+
+    /// protobufjs' `Any`: the fields of the message its type URL names and
+    /// `"@type"`; a plain message of `type_url` and `value` if the URL is
+    /// empty or names no message, or names `Any` itself.
+    fn serialize_any<S: Serializer>(&self, names: &WireSchema, serializer: S) -> Result<S::Ok, S::Error> {
+        let t = self.transcoder;
+        let contents = AnyContents::read(self.bytes, self.start, self.end).map_err(|reason| t.stop(reason))?;
+        let resolved = contents
+            .type_name()
+            .and_then(|name| names.message(name).map(|message| (name, message)));
+        let mut map = serializer.serialize_map(None)?;
+        match resolved {
+            Some((name, message)) => {
+                let mut inner = self.child(message, contents.value).map_err(|reason| t.stop(reason))?;
+                inner.plain = names.is_any(message);
+                inner.write_fields(&mut map)?;
+                if !inner.plain {
+                    map.serialize_entry("@type", &contents.type_url_for(name))?;
+                }
+            }
+            None => {
+                let plain = MessageView { plain: true, ..*self };
+                plain.write_fields(&mut map)?;
+            }
+        }
         map.end()
     }
-}
-
-impl<'t, 's, 'b> MessageView<'t, 's, 'b> {
     /// First pass: where each known field's values are.
     fn scan(&self, occurrences: &mut Vec<Occurrence>) -> Result<(), Fallback> {
         let plan = self.transcoder.schema.message(self.message);
@@ -239,14 +312,15 @@ impl<'t, 's, 'b> MessageView<'t, 's, 'b> {
         last: usize,
     ) -> Result<(), M::Error> {
         let t = self.transcoder;
-        let name = t.field_name(field);
+        let name = t.field_name(field, self.plain);
         let values = |index: usize| t.occurrences.borrow()[index].value;
         match (field.cardinality, field.value) {
             (Shape::Singular { .. }, ValueKind::Message(message)) => {
-                if last - first > 1 {
+                // protobufjs replaces a message sent twice; protobuf merges.
+                if last - first > 1 && t.protobufjs.is_none() {
                     return Err(t.stop(Fallback::Merge));
                 }
-                let child = self.child(message, values(first)).map_err(|reason| t.stop(reason))?;
+                let child = self.child(message, values(last - 1)).map_err(|reason| t.stop(reason))?;
                 map.serialize_entry(name, &child)
             }
             (Shape::Singular { presence }, ValueKind::Scalar(kind)) => {
@@ -256,7 +330,8 @@ impl<'t, 's, 'b> MessageView<'t, 's, 'b> {
                     kept = Some(Scalar::decode(kind, values(index), self.bytes).map_err(|reason| t.stop(reason))?);
                 }
                 match kept {
-                    Some(scalar) if presence || !scalar.is_default(t.schema) => {
+                    // protobufjs writes every field that was on the wire.
+                    Some(scalar) if presence || t.protobufjs.is_some() || !scalar.is_default(t.schema) => {
                         map.serialize_entry(name, &ScalarView { transcoder: t, scalar })
                     }
                     _ => Ok(()),
@@ -302,6 +377,7 @@ impl<'t, 's, 'b> MessageView<'t, 's, 'b> {
             start: value.start as usize,
             end: value.end as usize,
             depth: self.depth + 1,
+            plain: false,
         })
     }
 }
@@ -503,11 +579,36 @@ impl<'b> KeyIdentity<'b> {
     }
 }
 
+/// The entries of a map whose keys were sent more than once, each key with
+/// its last value.
+fn keep_last_of_each_key(entries: Vec<MapEntry<'_>>) -> Vec<MapEntry<'_>> {
+    let mut last = std::collections::HashMap::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        last.insert(KeyIdentity::of(entry.key), index);
+    }
+    let keep: Vec<bool> = entries
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| last[&KeyIdentity::of(entry.key)] == index)
+        .collect();
+    entries
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(entry, kept)| kept.then_some(entry))
+        .collect()
+}
+
 impl Serialize for MapView<'_, '_, '_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let t = self.parent.transcoder;
-        let entries = self.read_entries().map_err(|reason| t.stop(reason))?;
-        Self::check_unique_keys(&entries).map_err(|reason| t.stop(reason))?;
+        let mut entries = self.read_entries().map_err(|reason| t.stop(reason))?;
+        if let Err(reason) = Self::check_unique_keys(&entries) {
+            if t.protobufjs.is_none() {
+                return Err(t.stop(reason));
+            }
+            // protobufjs: a key's last value replaces the earlier ones.
+            entries = keep_last_of_each_key(entries);
+        }
         let mut map = serializer.serialize_map(Some(entries.len()))?;
         for entry in &entries {
             let key = MapKeyView(entry.key);
@@ -623,6 +724,8 @@ impl Serialize for ScalarView<'_, '_, '_> {
             Scalar::I64(value) => serializer.collect_str(&value),
             Scalar::U32(value) => serializer.serialize_u32(value),
             Scalar::U64(value) => serializer.collect_str(&value),
+            Scalar::F32(value) if self.transcoder.protobufjs.is_some() => js_number(f64::from(value), serializer),
+            Scalar::F64(value) if self.transcoder.protobufjs.is_some() => js_number(value, serializer),
             Scalar::F32(value) if value.is_finite() => serializer.serialize_f32(value),
             Scalar::F64(value) if value.is_finite() => serializer.serialize_f64(value),
             Scalar::F32(value) => serializer.serialize_str(non_finite(f64::from(value))),
@@ -631,7 +734,7 @@ impl Serialize for ScalarView<'_, '_, '_> {
             Scalar::Bytes(value) => serializer.collect_str(&Base64Display::new(value, &BASE64_STANDARD)),
             Scalar::Enum(number, index) => {
                 let plan = self.transcoder.schema.enumeration(index);
-                if plan.is_null_value {
+                if plan.is_null_value && self.transcoder.protobufjs.is_none() {
                     serializer.serialize_none()
                 } else if let Some(name) = plan.name(number) {
                     serializer.serialize_str(name)
@@ -643,13 +746,81 @@ impl Serialize for ScalarView<'_, '_, '_> {
     }
 }
 
-fn non_finite(value: f64) -> &'static str {
+/// A double as JavaScript's `JSON.stringify` writes it: integral values
+/// without a fraction (`2`, and `-0` as `0`), `NaN` and the infinities as
+/// the strings protobufjs puts there. Other values are printed by ryu, as
+/// serde_json prints them: the same shortest digits JavaScript picks, the
+/// exponent spelled `1e21` where JavaScript writes `1e+21` (the same
+/// number).
+pub(crate) fn js_number<S: Serializer>(value: f64, serializer: S) -> Result<S::Ok, S::Error> {
+    /// 2^63: below it an integral double converts to `i64` exactly.
+    const EXACT_I64: f64 = 9_223_372_036_854_775_808.0;
+    if !value.is_finite() {
+        serializer.serialize_str(non_finite(value))
+    } else if value.trunc() == value && value.abs() < EXACT_I64 {
+        serializer.serialize_i64(value as i64)
+    } else {
+        serializer.serialize_f64(value)
+    }
+}
+
+pub(crate) fn non_finite(value: f64) -> &'static str {
     if value == f64::INFINITY {
         "Infinity"
     } else if value == f64::NEG_INFINITY {
         "-Infinity"
     } else {
         "NaN"
+    }
+}
+
+/// What an `Any` holds: its type URL and the bytes of its message (the last
+/// of each sent; an empty message if none was).
+#[derive(Debug, Clone, Copy)]
+struct AnyContents<'b> {
+    type_url: &'b str,
+    value: WireValue,
+}
+
+impl<'b> AnyContents<'b> {
+    fn read(bytes: &'b [u8], start: usize, end: usize) -> Result<AnyContents<'b>, Fallback> {
+        let mut reader = WireReader::new(bytes);
+        reader.seek(start);
+        let mut contents = AnyContents {
+            type_url: "",
+            value: EMPTY_MESSAGE,
+        };
+        while reader.pos() < end {
+            let (number, wire) = reader.read_key(end).map_err(|_| Fallback::Malformed)?;
+            let value = read_value(&mut reader, wire, end)?;
+            match number {
+                1 => match Scalar::decode(ScalarKind::String, value, bytes)? {
+                    Scalar::Str(url) => contents.type_url = url,
+                    _ => return Err(Fallback::Malformed),
+                },
+                2 if value.wire != WireType::LengthDelimited => return Err(Fallback::Malformed),
+                2 => contents.value = value,
+                _ => {}
+            }
+        }
+        Ok(contents)
+    }
+
+    /// The message name after the URL's last `/`, if the URL is not empty.
+    fn type_name(&self) -> Option<&'b str> {
+        if self.type_url.is_empty() {
+            return None;
+        }
+        Some(self.type_url.rsplit('/').next().unwrap_or(self.type_url))
+    }
+
+    /// The `"@type"` protobufjs writes: the URL's prefix (through its last
+    /// `/`, `type.googleapis.com/` if it has none) and the message's name.
+    fn type_url_for(&self, name: &str) -> String {
+        match self.type_url.rfind('/') {
+            Some(slash) => format!("{}{name}", &self.type_url[..=slash]),
+            None => format!("type.googleapis.com/{name}"),
+        }
     }
 }
 
