@@ -1,7 +1,10 @@
 //! The depth limit (`max_depth`): payloads nested too deep — through `Any`,
 //! `Struct`/`Value`/`ListValue`, recursive messages or groups — are kept
 //! flagged `invalidProto` with their bytes, never crash the process; payloads
-//! within it decode exactly as prost-reflect alone decodes them.
+//! within it decode exactly as prost-reflect alone decodes them. Both JSON
+//! shapes are held to the limit: the canonical one (compared with
+//! prost-reflect's output) and protobufjs' (whose transcoder writes `Any`
+//! and `Struct` itself).
 
 use std::sync::OnceLock;
 
@@ -22,10 +25,22 @@ fn config(extra: &str) -> ProtobufFilterConfig {
     toml::from_str(&format!("protos = {:?}\n{extra}", fixture_protos())).unwrap()
 }
 
-/// The filter with the default settings, built once for the whole file.
+/// The filter with the default settings but the canonical shape (held to
+/// prost-reflect's JSON), built once for the whole file.
 fn default_filter() -> &'static ProtobufFilter {
     static FILTER: OnceLock<ProtobufFilter> = OnceLock::new();
+    FILTER.get_or_init(|| config("json = \"canonical\"").build().unwrap())
+}
+
+/// The filter with the default settings: protobufjs' shape.
+fn protobufjs_filter() -> &'static ProtobufFilter {
+    static FILTER: OnceLock<ProtobufFilter> = OnceLock::new();
     FILTER.get_or_init(|| config("").build().unwrap())
+}
+
+/// Both shapes' filters.
+fn both_filters() -> [&'static ProtobufFilter; 2] {
+    [default_filter(), protobufjs_filter()]
 }
 
 fn apply(filter: &dyn Filter, kind: &str, bytes: &[u8]) -> Payload {
@@ -73,6 +88,20 @@ fn any_nested_thousands_deep_is_kept_flagged_not_a_crash() {
 }
 
 #[test]
+fn an_any_of_an_any_is_one_level_in_protobufjs_shape() {
+    // protobufjs writes the `Any` inside an `Any` as its two fields (the
+    // bytes base64), so the chain above is no deeper than two levels there.
+    let bytes = wire::envelope_with_nested_any(6_000);
+    let Payload::Json(json) = apply(protobufjs_filter(), "nesting.v1.Envelope", &bytes) else {
+        panic!("not decoded");
+    };
+    let json = parsed(&json).unwrap();
+    assert_eq!(json["payload"]["type_url"], ANY_IN_ANY);
+    assert!(json["payload"]["value"].as_str().unwrap().len() > 200_000);
+    assert_eq!(json["payload"].as_object().unwrap().len(), 2);
+}
+
+#[test]
 fn every_other_deep_path_is_kept_flagged_too() {
     let cases = [
         ("nesting.v1.Node", wire::node_chain(5_000)),
@@ -82,8 +111,10 @@ fn every_other_deep_path_is_kept_flagged_too() {
         ("nesting.v1.Tree", wire::unknown_group_chain(5_000)),
     ];
     for (kind, bytes) in cases {
-        let payload = apply(default_filter(), kind, &bytes);
-        assert!(kept_flagged(&payload, &bytes), "{kind}, {} bytes", bytes.len());
+        for filter in both_filters() {
+            let payload = apply(filter, kind, &bytes);
+            assert!(kept_flagged(&payload, &bytes), "{kind}, {} bytes", bytes.len());
+        }
     }
 }
 
@@ -155,16 +186,18 @@ fn assert_decodes_as_before(kind: &str, bytes: &[u8]) {
 
 #[test]
 fn a_lower_max_depth_bounds_every_path() {
-    let filter = config("max_depth = 9").build().unwrap();
+    for shape in ["canonical", "protobufjs"] {
+        lower_max_depth_bounds_every_path(shape);
+    }
+}
+
+fn lower_max_depth_bounds_every_path(shape: &str) {
+    let filter = config(&format!("max_depth = 9\njson = {shape:?}")).build().unwrap();
     // (kind, bytes 9 levels deep, bytes 10 or 11 levels deep)
     let in_envelope_value = |levels| len_delimited(3, &wire::value_chain(levels));
-    let cases = [
+    let mut cases = vec![
         ("nesting.v1.Node", wire::node_chain(9), wire::node_chain(10)),
-        (
-            "nesting.v1.Envelope",
-            wire::envelope_with_nested_any(8),
-            wire::envelope_with_nested_any(9),
-        ),
+        ("nesting.v1.Node", wire::node_any_chain(4), wire::node_any_chain(5)),
         ("nesting.v1.Envelope", in_envelope_value(4), in_envelope_value(5)),
         ("nesting.v1.Tree", wire::tree_chain(5), wire::tree_chain(6)),
         (
@@ -173,9 +206,20 @@ fn a_lower_max_depth_bounds_every_path() {
             wire::unknown_group_chain(10),
         ),
     ];
+    if shape == "canonical" {
+        // One level of `Any` of `Any` in protobufjs' shape (above).
+        cases.push((
+            "nesting.v1.Envelope",
+            wire::envelope_with_nested_any(8),
+            wire::envelope_with_nested_any(9),
+        ));
+    }
     for (kind, at_limit, deeper) in cases {
-        assert!(matches!(apply(&filter, kind, &at_limit), Payload::Json(_)), "{kind}");
-        assert!(kept_flagged(&apply(&filter, kind, &deeper), &deeper), "{kind}");
+        assert!(
+            matches!(apply(&filter, kind, &at_limit), Payload::Json(_)),
+            "{shape} {kind}"
+        );
+        assert!(kept_flagged(&apply(&filter, kind, &deeper), &deeper), "{shape} {kind}");
     }
 }
 
@@ -196,15 +240,19 @@ fn the_default_limit_is_safe_on_a_two_mib_stack() {
     let decoded = std::thread::Builder::new()
         .stack_size(2 << 20)
         .spawn(move || {
-            payloads
-                .iter()
-                .map(|(kind, bytes)| matches!(apply(default_filter(), kind, bytes), Payload::Json(_)))
+            both_filters()
+                .into_iter()
+                .flat_map(|filter| {
+                    payloads
+                        .iter()
+                        .map(move |(kind, bytes)| matches!(apply(filter, kind, bytes), Payload::Json(_)))
+                })
                 .collect::<Vec<_>>()
         })
         .unwrap()
         .join()
         .expect("no stack overflow");
-    assert_eq!(decoded, [true; 7]);
+    assert_eq!(decoded, [true; 14]);
 }
 
 #[test]
@@ -301,10 +349,20 @@ mod random_bytes {
     /// Never a panic; always decoded or kept flagged with the very bytes;
     /// and, these payloads being shallow, the same outcome and JSON as
     /// prost-reflect alone: the walk rejects nothing the decoder accepts.
+    /// protobufjs' shape decodes at least what the canonical one does (an
+    /// `Any` of an unknown type has no canonical JSON, but has protobufjs').
     fn check(kind: &str, bytes: &[u8]) -> Result<(), TestCaseError> {
         let before = prost_reflect_json(kind, bytes);
         match apply(default_filter(), kind, bytes) {
-            Payload::Json(json) => prop_assert_eq!(parsed(&json), before),
+            Payload::Json(json) => prop_assert_eq!(parsed(&json), before.clone()),
+            Payload::InvalidProto(kept) => {
+                prop_assert_eq!(kept.as_ref(), bytes);
+                prop_assert_eq!(before.clone(), None);
+            }
+            other => prop_assert!(false, "unexpected payload {:?}", other),
+        }
+        match apply(protobufjs_filter(), kind, bytes) {
+            Payload::Json(json) => prop_assert!(parsed(&json).is_some()),
             Payload::InvalidProto(kept) => {
                 prop_assert_eq!(kept.as_ref(), bytes);
                 prop_assert_eq!(before, None);
