@@ -4,11 +4,13 @@
 //!
 //! The files matched by the `protos` glob are compiled in-process by protox
 //! (no protoc) into one `prost-reflect` descriptor pool. Each event's `kind`
-//! names its message; its bytes are decoded and written as the proto3
-//! canonical JSON mapping, as protobufjs' `toJSON()` did for HFXEventStash
-//! (enum names, 64-bit integers as strings, bytes as base64, lowerCamelCase
-//! names, default values left out) — by the direct transcoder (`transcode`)
-//! when it covers the message, by prost-reflect otherwise. An event that cannot be decoded, or
+//! names its message; its bytes are decoded and written as JSON in one of
+//! two shapes (`json`): what protobufjs' `toJSON()` gave HFXEventStash (the
+//! default; well-known types as objects of their fields, see `protobufjs`)
+//! or the proto3 canonical JSON mapping — by the direct transcoder
+//! (`transcode`) when it covers the message, by prost-reflect otherwise
+//! (its message then written by `protobufjs` or by prost-reflect's own
+//! serialiser). An event that cannot be decoded, or
 //! whose messages nest deeper than `max_depth` (checked by a walk over its
 //! bytes first, see `nesting`), is kept with `invalidProto: true`. `reload`
 //! (on SIGHUP) compiles the files again and swaps the pool only if they

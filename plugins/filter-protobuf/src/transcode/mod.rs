@@ -25,7 +25,7 @@
 //!
 //! With `json = "protobufjs"` ([`Transcoder::with_protobufjs`]) it writes
 //! what protobufjs' `toJSON()` gave HFXEventStash instead, held to
-//! protobufjs' own output by `tests/protobufjs_golden.rs`: well-known types
+//! protobufjs' own output by `tests/decoding.rs`: well-known types
 //! are plain messages but `Any` (its message's fields and `"@type"`, see
 //! [`AnyContents`]); every field on the wire is written, default or not;
 //! the last of a singular message sent twice replaces the others, as the
