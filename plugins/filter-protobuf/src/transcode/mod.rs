@@ -271,6 +271,7 @@ impl<'t, 's, 'b> MessageView<'t, 's, 'b> {
         }
         map.end()
     }
+
     /// First pass: where each known field's values are.
     fn scan(&self, occurrences: &mut Vec<Occurrence>) -> Result<(), Fallback> {
         let plan = self.transcoder.schema.message(self.message);
@@ -317,6 +318,9 @@ impl<'t, 's, 'b> MessageView<'t, 's, 'b> {
                 // protobufjs replaces a message sent twice; protobuf merges.
                 if last - first > 1 && t.protobufjs.is_none() {
                     return Err(t.stop(Fallback::Merge));
+                }
+                if (first..last).any(|index| values(index).wire != WireType::LengthDelimited) {
+                    return Err(t.stop(Fallback::Malformed));
                 }
                 let child = self.child(message, values(last - 1)).map_err(|reason| t.stop(reason))?;
                 map.serialize_entry(name, &child)
@@ -517,7 +521,10 @@ impl<'b> MapView<'_, '_, '_, 'b> {
             let read = read_value(&mut reader, wire, end)?;
             match (number, self.value) {
                 (1, _) => key = Some(Scalar::decode(self.key, read, bytes)?),
-                (2, ValueKind::Message(_)) if value.is_some() => return Err(Fallback::Merge),
+                // protobufjs replaces a value message sent twice.
+                (2, ValueKind::Message(_)) if value.is_some() && self.parent.transcoder.protobufjs.is_none() => {
+                    return Err(Fallback::Merge);
+                }
                 (2, ValueKind::Message(_)) if read.wire != WireType::LengthDelimited => {
                     return Err(Fallback::Malformed);
                 }
