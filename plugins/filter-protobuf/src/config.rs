@@ -10,7 +10,8 @@ use crate::proto_set::{ProtoSet, ProtoSetError, ProtoSource};
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum JsonNames {
-    /// lowerCamelCase, the proto3 JSON mapping (and protobufjs) default.
+    /// camelCase: protoc's `json_name` in the canonical shape, protobufjs'
+    /// own camelCase of the `.proto` name in its shape.
     #[default]
     Camel,
     /// The names as written in the `.proto` file.
