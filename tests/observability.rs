@@ -96,7 +96,9 @@ async fn health_turns_not_serving_while_an_output_fails_and_back_when_it_recover
     std::fs::write(agent.path("out"), "blocker").unwrap();
     let mut client = agent.client().await;
     let failed = store(&mut client, vec![json_event("h-", 0, "k", "1")]).await;
-    assert!(failed.is_err());
+    let status = failed.expect_err("a stream whose output failed was acknowledged");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("not stored"), "{status:?}");
     wait_until("health is NOT_SERVING", Duration::from_secs(5), || {
         !healthcheck(agent.addr)
     });

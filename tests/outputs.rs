@@ -28,14 +28,22 @@ const EVENTS: usize = 10_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_grpc_events_land_in_elasticsearch_with_their_ids_and_template() {
     let url = server("EVENTSTASH_TEST_ELASTICSEARCH_URL");
-    let template = repo_root().join("templates/evt.json");
+    // HFXEventStash's template under a name and index pattern of this
+    // test's own: another test's template on the shared server can neither
+    // satisfy the check nor shape this test's index.
+    let own = format!("e2e{}x{}", std::process::id(), free_port());
+    let shipped = std::fs::read(repo_root().join("templates/evt.json")).unwrap();
+    let mut template: serde_json::Value = serde_json::from_slice(&shipped).unwrap();
+    template["index_patterns"] = serde_json::json!([format!("{own}-*")]);
+    let template_name = format!("{own}-tpl");
     let config = format!(
-        "[[inputs]]\ntype = \"grpc\"\nbind = \"127.0.0.1:{{port}}\"\n[[outputs]]\ntype = \"elasticsearch\"\nhosts = [\"{url}\"]\nindex = \"evt-%{{index}}-%{{+xxxx-MM-ww}}\"\ntemplate = \"{}\"\ntemplate_name = \"evt\"\ntemplate_overwrite = true\n",
-        template.display()
+        "[[inputs]]\ntype = \"grpc\"\nbind = \"127.0.0.1:{{port}}\"\n[[outputs]]\ntype = \"elasticsearch\"\nhosts = [\"{url}\"]\nindex = \"{own}-%{{index}}-%{{+xxxx-MM-ww}}\"\ntemplate = \"template.json\"\ntemplate_name = \"{template_name}\"\ntemplate_overwrite = true\n"
     );
-    let agent = Agent::start(AgentOptions::new(&config));
+    let mut options = AgentOptions::new(&config);
+    options.files = vec![("template.json".to_owned(), template.to_string())];
+    let agent = Agent::start(options);
     let kind = format!("endtoend.Run{}", agent.addr.port());
-    let index = format!("evt-endtoend-run-{}", agent.addr.port());
+    let index = format!("{own}-endtoend-run-{}", agent.addr.port());
     let mut client = agent.client().await;
     for chunk in (0..EVENTS).collect::<Vec<_>>().chunks(2500) {
         let events = chunk
@@ -62,7 +70,19 @@ async fn ten_thousand_grpc_events_land_in_elasticsearch_with_their_ids_and_templ
     let document: serde_json::Value = serde_json::from_str(&found).unwrap();
     assert_eq!(document["_id"], "es-1234", "{found}");
     assert_eq!(document["_source"]["data"]["n"], 1234, "{found}");
-    assert_eq!(http_get(es, "/_template/evt").0, 200, "the template is installed");
+    let (status, installed) = http_get(es, &format!("/_template/{template_name}"));
+    assert_eq!(status, 200, "the template is not installed: {installed}");
+    let installed: serde_json::Value = serde_json::from_str(&installed).unwrap();
+    assert_eq!(installed[&template_name]["index_patterns"][0], format!("{own}-*"));
+    // It shaped the index: HFXEventStash's mapping of `format`.
+    let concrete = document["_index"].as_str().unwrap().to_owned();
+    let (_, mapping) = http_get(es, &format!("/{concrete}/_mapping"));
+    let mapping: serde_json::Value = serde_json::from_str(&mapping).unwrap();
+    assert_eq!(
+        mapping[&concrete]["mappings"]["properties"]["format"]["type"],
+        "keyword",
+        "{mapping}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

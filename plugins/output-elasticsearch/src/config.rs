@@ -503,9 +503,18 @@ mod tests {
             r#"{{"user": "u", "password": "p", "password_file": {:?}}}"#,
             file.display().to_string()
         ));
-        assert!(both.credentials().is_err());
+        let error = both.credentials().unwrap_err();
+        assert!(
+            matches!(error, ElasticsearchOutputError::InvalidOption { key: "password_file", .. }),
+            "{error}"
+        );
         let missing = parse(r#"{"api_key_file": "/nonexistent/key"}"#);
-        assert!(missing.credentials().is_err());
+        let error = missing.credentials().unwrap_err();
+        assert!(
+            matches!(&error, ElasticsearchOutputError::ReadFile { key: "api_key_file", path, .. }
+                if path == std::path::Path::new("/nonexistent/key")),
+            "{error}"
+        );
         let shown = format!(
             "{:?}",
             parse(r#"{"user": "u", "password": "hunter2", "api_key": "id:key2"}"#)

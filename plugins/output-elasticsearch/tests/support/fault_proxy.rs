@@ -11,7 +11,7 @@
 //! response at its place, so, as with a real cluster, it is really not
 //! stored: an output that does not send it again loses it.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -68,6 +68,31 @@ pub struct Stats {
     pub gzip_requests: AtomicUsize,
     /// The last `Authorization` header seen.
     pub last_authorization: Mutex<Option<String>>,
+    /// Per document `_id`, what happened to its items (plain bodies only:
+    /// a gzip body is passed through unread).
+    pub items: Mutex<HashMap<String, ItemCounts>>,
+}
+
+/// What the proxy did with the items of one document `_id`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ItemCounts {
+    /// Times the output sent it (in any bulk request that reached the proxy).
+    pub received: usize,
+    /// Times it was forwarded to the server, which stores it each time.
+    pub forwarded: usize,
+    /// Times the proxy answered it with a 429 instead.
+    pub throttled: usize,
+    /// Times the proxy refused it with a 400 instead.
+    pub refused: usize,
+    /// Times it came in a whole request the proxy failed (429/5xx).
+    pub in_failed_requests: usize,
+}
+
+impl Stats {
+    /// A copy of the per-`_id` counts.
+    pub fn item_counts(&self) -> HashMap<String, ItemCounts> {
+        self.items.lock().unwrap().clone()
+    }
 }
 
 struct Shared {
@@ -212,6 +237,9 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
     };
     if let Some(status) = fail {
         stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+        if !gzip {
+            count_failed_request(&body, stats);
+        }
         return Ok(error_response(status));
     }
     stats.largest_forwarded.fetch_max(body.len(), Ordering::Relaxed);
@@ -234,6 +262,33 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
     Ok(respond(status, put_back_items(&upstream_body, &removed)))
 }
 
+/// The `_id` of each item's action line of a plain bulk body.
+fn item_ids(body: &[u8]) -> Vec<Option<String>> {
+    let text = std::str::from_utf8(body).expect("bulk body is UTF-8");
+    let lines: Vec<&str> = text.lines().filter(|line| !line.is_empty()).collect();
+    lines.chunks(2).map(|pair| action_id(pair[0])).collect()
+}
+
+/// The `_id` of a bulk action line.
+fn action_id(line: &str) -> Option<String> {
+    let action: Value = serde_json::from_str(line).expect("action line is JSON");
+    action
+        .as_object()
+        .and_then(|map| map.values().next())
+        .and_then(|meta| meta["_id"].as_str())
+        .map(str::to_owned)
+}
+
+/// Counts the items of a whole request the proxy failed.
+fn count_failed_request(body: &[u8], stats: &Stats) {
+    let mut items = stats.items.lock().unwrap();
+    for id in item_ids(body).into_iter().flatten() {
+        let counts = items.entry(id).or_default();
+        counts.received += 1;
+        counts.in_failed_requests += 1;
+    }
+}
+
 /// An item the proxy answers itself.
 #[derive(Debug, Clone, Copy)]
 enum Injected {
@@ -254,14 +309,16 @@ fn take_out_items(
     let lines: Vec<&str> = text.lines().filter(|line| !line.is_empty()).collect();
     let mut kept = String::new();
     let mut removed = Vec::new();
+    let mut items = stats.items.lock().unwrap();
     for (position, pair) in lines.chunks(2).enumerate() {
-        let action: Value = serde_json::from_str(pair[0]).expect("action line is JSON");
-        let id = action
-            .as_object()
-            .and_then(|map| map.values().next())
-            .and_then(|meta| meta["_id"].as_str());
-        let injected = if id.is_some_and(|id| reject_ids.contains(id)) {
+        let id = action_id(pair[0]);
+        let mut counts = ItemCounts {
+            received: 1,
+            ..ItemCounts::default()
+        };
+        let injected = if id.as_ref().is_some_and(|id| reject_ids.contains(id)) {
             stats.rejected_items.fetch_add(1, Ordering::Relaxed);
+            counts.refused = 1;
             Some(Injected::Refused)
         } else if throttle_every.is_some_and(|every| {
             stats
@@ -270,10 +327,19 @@ fn take_out_items(
                 .is_multiple_of(every)
         }) {
             stats.throttled_items.fetch_add(1, Ordering::Relaxed);
+            counts.throttled = 1;
             Some(Injected::Throttled)
         } else {
+            counts.forwarded = 1;
             None
         };
+        if let Some(id) = id {
+            let total = items.entry(id).or_default();
+            total.received += counts.received;
+            total.forwarded += counts.forwarded;
+            total.throttled += counts.throttled;
+            total.refused += counts.refused;
+        }
         match injected {
             Some(injected) => removed.push((position, injected)),
             None => pair.iter().for_each(|line| {
