@@ -131,3 +131,39 @@ print(count("Type-Index", "Type", "e2e.Stored"), count("Source-Index", "Source",
     let stdout = run_ok(Command::new(python()).args(["-c", script, &url, &table]));
     assert_eq!(stdout.trim(), format!("{EVENTS} {EVENTS} 12345678901234567890123"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_dynamodb_cannot_hold_are_dead_lettered_and_their_neighbours_stored() {
+    let url = server("EVENTSTASH_TEST_DYNAMODB_URL");
+    let table = format!("e2e-numbers-{}", free_port());
+    let config = format!(
+        "[pipeline]\nid = \"e2e\"\n[[inputs]]\ntype = \"grpc\"\nbind = \"127.0.0.1:{{port}}\"\n[[outputs]]\ntype = \"dynamodb\"\ntable = \"{table}\"\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\ncreate_table = true\ndead_letter_path = \"dlq.jsonl\"\n"
+    );
+    let agent = Agent::start(AgentOptions::new(&config));
+    let mut client = agent.client().await;
+    let events = vec![
+        json_event("num-", 0, "e2e.Number", r#"{"n":1}"#),
+        json_event("num-", 1, "e2e.Number", r#"{"n":1e200}"#),
+        json_event("num-", 2, "e2e.Number", r#"{"n":1.234567890123456789012345678901234567891}"#),
+        json_event("num-", 3, "e2e.Number", r#"{"n":-9.99e125}"#),
+    ];
+    // Stored or dead-lettered, every event is safe: the stream succeeds.
+    store_ok(&mut client, events).await;
+
+    let letters = read_documents(&agent.path("dlq.jsonl"));
+    let lettered: Vec<&str> = letters.iter().map(|l| l["event"]["id"].as_str().unwrap()).collect();
+    assert_eq!(lettered, ["num-1", "num-2"], "{letters:?}");
+    let reasons: Vec<&str> = letters.iter().map(|l| l["reason"].as_str().unwrap()).collect();
+    assert!(reasons[0].contains("outside DynamoDB's range"), "{reasons:?}");
+    assert!(reasons[1].contains("38 significant digits"), "{reasons:?}");
+
+    let script = r##"
+import sys, boto3
+url, table = sys.argv[1], sys.argv[2]
+db = boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+items = db.scan(TableName=table)["Items"]
+print(" ".join(sorted(i["RequestId"]["S"] + "=" + i["Data"]["M"]["n"]["N"] for i in items)))
+"##;
+    let stdout = run_ok(Command::new(python()).args(["-c", script, &url, &table]));
+    assert_eq!(stdout.trim(), "num-0=1 num-3=-9.99e125");
+}

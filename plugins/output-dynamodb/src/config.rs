@@ -489,7 +489,7 @@ AiA/1+6nvCAbhhgnFM8JjXNP94dIyVcly1GAKVY5qzLGGg==
             (r#"{"table": "ab"}"#, "table"),
             (r#"{"table": "has space"}"#, "table"),
             (r#"{"endpoint_url": "localhost:8000"}"#, "endpoint_url"),
-            (r#"{"access_key_id": "test"}"#, "secret_access_key"),
+            (r#"{"access_key_id": "test"}"#, "access_key_id"),
             (r#"{"max_batches_in_flight": 0}"#, "max_batches_in_flight"),
             (r#"{"retry_initial_backoff_ms": 0}"#, "retry_initial_backoff_ms"),
             (
