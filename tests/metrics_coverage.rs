@@ -74,7 +74,11 @@ async fn failed_dead_lettered_batches_and_queue_gauges_carry_their_labels() {
     // the operator's fault, not the events'.
     std::fs::remove_dir_all(agent.path("events")).unwrap();
     std::fs::write(agent.path("events"), "blocker").unwrap();
-    let failed = store(&mut client, (0..2).map(|n| json_event("f-", n, "m.Fail", "{}")).collect()).await;
+    let failed = store(
+        &mut client,
+        (0..2).map(|n| json_event("f-", n, "m.Fail", "{}")).collect(),
+    )
+    .await;
     let status = failed.expect_err("a batch the output could not write was acknowledged");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
 
@@ -96,23 +100,41 @@ async fn failed_dead_lettered_batches_and_queue_gauges_carry_their_labels() {
     }
 }
 
+/// The log lines containing `needle`, with their time.
+fn timed_lines(log: &str, needle: &str) -> Vec<(chrono::DateTime<chrono::Utc>, String)> {
+    log.lines()
+        .filter(|line| line.contains(needle))
+        .map(|line| {
+            let stamp = line.split_whitespace().next().unwrap_or_default();
+            let at = chrono::DateTime::parse_from_rfc3339(stamp)
+                .unwrap_or_else(|e| panic!("no time at the start of {line:?}: {e}"));
+            (at.to_utc(), line.to_owned())
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_cluster_is_retried_held_in_its_output_queue_and_logged_once() {
+async fn an_unreachable_cluster_is_retried_held_in_its_output_queue_and_logged_at_most_once_an_interval() {
     let url = std::env::var("EVENTSTASH_TEST_ELASTICSEARCH_URL")
         .expect("EVENTSTASH_TEST_ELASTICSEARCH_URL is not set: run the tests with tests/run");
     let proxy = FaultHttpProxy::start(&url, Fault::Drop).await;
     let index = format!("obs-unreachable-{}", free_port());
+    // The README's 10 s, shortened so that an outage of a second or two
+    // shows several intervals.
+    let interval = Duration::from_millis(400);
     let (mut options, metrics) = with_metrics(&format!(
         "[[outputs]]\ntype = \"elasticsearch\"\nhosts = [\"{}\"]\nindex = \"{index}\"\n\
-         retry_initial_backoff_ms = 20\nretry_max_backoff_ms = 100\n",
-        proxy.url()
+         retry_initial_backoff_ms = 20\nretry_max_backoff_ms = 100\nfailure_log_interval_ms = {}\n",
+        proxy.url(),
+        interval.as_millis()
     ));
     // Long enough that the agent stays healthy through the outage.
-    options.config = options.config.replace("unhealthy_after_ms = 300", "unhealthy_after_ms = 60000");
+    options.config = options
+        .config
+        .replace("unhealthy_after_ms = 300", "unhealthy_after_ms = 60000");
     let agent = tokio::task::block_in_place(|| Agent::start(options));
     let client = agent.client().await;
     let events: Vec<_> = (0..10).map(|n| json_event("u-", n, "obs.Down", "{\"n\":1}")).collect();
-    let outage_started = Instant::now();
     let stream = tokio::spawn(async move { store_stream(&client, tokio_stream::iter(events)).await });
 
     let es = [("plugin", "elasticsearch#0")];
@@ -127,26 +149,49 @@ async fn an_unreachable_cluster_is_retried_held_in_its_output_queue_and_logged_o
     assert!(value(&text, "eventstash_queue_bytes", &queue) > 0.0, "{text}");
     assert_eq!(value(&text, "eventstash_queue_events", &[("queue", "pipeline")]), 0.0);
     assert_eq!(value(&text, "eventstash_events_retried_total", &es) % 10.0, 0.0);
+    // Keep the cluster away for three log intervals.
+    let unavailable = "Elasticsearch unavailable at start";
+    tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while timed_lines(&agent.log(), unavailable).len() < 3 {
+            assert!(Instant::now() < deadline, "no third line:\n{}", agent.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
     assert!(!stream.is_finished(), "the stream was answered during the outage");
 
     proxy.set(Fault::Forward);
     assert!(stream.await.unwrap().unwrap(), "the stream was not acknowledged");
-    let outage = outage_started.elapsed();
     let text = scrape(metrics);
     assert_eq!(value(&text, "eventstash_events_out_total", &es), 10.0);
     assert_eq!(value(&text, "eventstash_queue_events", &queue), 0.0);
     assert_eq!(value(&text, "eventstash_queue_bytes", &queue), 0.0);
-    assert!(proxy.faulted() >= 3, "{} connections dropped", proxy.faulted());
 
-    // Logged once, not per retry (the next reminder is 10 s away), and the
-    // recovery once.
+    // Logged at once, then at most once an interval, each reminder with
+    // the failures held back since; the recovery once.
     tokio::task::block_in_place(|| wait_for_log(&agent, "Elasticsearch recovered"));
     let log = agent.log();
-    let count = |needle: &str| log.lines().filter(|line| line.contains(needle)).count();
-    assert!(outage < Duration::from_secs(10), "the outage took {outage:?}");
-    assert_eq!(count("Elasticsearch unavailable at start"), 1, "{log}");
-    assert_eq!(count("Elasticsearch still failing"), 0, "{log}");
-    assert_eq!(count("Elasticsearch recovered"), 1, "{log}");
+    let lines = timed_lines(&log, unavailable);
+    let dropped = proxy.faulted();
+    assert!(
+        dropped > lines.len() * 2,
+        "{dropped} connections dropped for {} lines",
+        lines.len()
+    );
+    for pair in lines.windows(2) {
+        let gap = (pair[1].0 - pair[0].0).to_std().unwrap();
+        assert!(
+            gap >= interval - Duration::from_millis(5),
+            "lines {gap:?} apart:\n{log}"
+        );
+        let reminder = &pair[1].1;
+        assert!(
+            reminder.contains("held_back=") && !reminder.contains("held_back=0"),
+            "{reminder}"
+        );
+    }
+    assert_eq!(timed_lines(&log, "Elasticsearch still failing").len(), 0, "{log}");
+    assert_eq!(timed_lines(&log, "Elasticsearch recovered").len(), 1, "{log}");
 }
 
 /// A PROTOBUF event of `kind` (a type no proto file declares).
@@ -168,15 +213,30 @@ async fn invalid_protos_the_kind_cap_and_reloads_are_counted_with_their_labels()
     let mut client = agent.client().await;
     // 105 kinds the filter cannot decode: the first 100 get a label each,
     // the other 5 count as `other`.
-    let events = (0..105).map(|n| unknown_proto(n, &format!("obs.Unknown{n:03}"))).collect();
+    let events = (0..105)
+        .map(|n| unknown_proto(n, &format!("obs.Unknown{n:03}")))
+        .collect();
     store_ok(&mut client, events).await;
 
     let text = scrape(metrics);
-    let invalid = |kind: &str| metric_value(&text, "eventstash_invalid_events_total", &[("kind", kind), ("reason", "invalidProto")]);
+    let invalid = |kind: &str| {
+        metric_value(
+            &text,
+            "eventstash_invalid_events_total",
+            &[("kind", kind), ("reason", "invalidProto")],
+        )
+    };
     assert_eq!(invalid("obs.Unknown000"), Some(1.0), "{text}");
     assert_eq!(invalid("obs.Unknown099"), Some(1.0), "{text}");
     assert_eq!(invalid("obs.Unknown100"), None, "the 101st kind has a label:\n{text}");
-    assert_eq!(value(&text, "eventstash_invalid_events_total", &[("kind", "other"), ("reason", "invalidProto")]), 5.0);
+    assert_eq!(
+        value(
+            &text,
+            "eventstash_invalid_events_total",
+            &[("kind", "other"), ("reason", "invalidProto")]
+        ),
+        5.0
+    );
     let stored = read_documents(&agent.path("events/all.jsonl"));
     assert_eq!(stored.len(), 105);
     assert!(stored.iter().all(|d| d["invalidProto"] == true), "{:?}", stored[0]);
@@ -188,11 +248,26 @@ async fn invalid_protos_the_kind_cap_and_reloads_are_counted_with_their_labels()
         }
     };
     agent.signal("HUP");
-    tokio::task::block_in_place(|| scrape_until(metrics, "a reload is counted ok", Duration::from_secs(10), reloads("ok")));
-    write_file(&agent.path("protos/obs/broken.proto"), "syntax = \"proto3\";\nmessage {\n");
+    tokio::task::block_in_place(|| {
+        scrape_until(
+            metrics,
+            "a reload is counted ok",
+            Duration::from_secs(10),
+            reloads("ok"),
+        )
+    });
+    write_file(
+        &agent.path("protos/obs/broken.proto"),
+        "syntax = \"proto3\";\nmessage {\n",
+    );
     agent.signal("HUP");
     let text = tokio::task::block_in_place(|| {
-        scrape_until(metrics, "a reload is counted failed", Duration::from_secs(10), reloads("failed"))
+        scrape_until(
+            metrics,
+            "a reload is counted failed",
+            Duration::from_secs(10),
+            reloads("failed"),
+        )
     });
     assert!(reloads("ok")(&text), "{text}");
 }
@@ -221,7 +296,10 @@ async fn grpc_health_of_hfx_v1_event_stash_follows_the_agent() {
     let service = "hfx.v1.EventStash";
     assert_eq!(service_status(agent.addr, service).await, Ok(ServingStatus::Serving));
     assert_eq!(service_status(agent.addr, "").await, Ok(ServingStatus::Serving));
-    assert_eq!(service_status(agent.addr, "hfx.v1.Nothing").await, Err(tonic::Code::NotFound));
+    assert_eq!(
+        service_status(agent.addr, "hfx.v1.Nothing").await,
+        Err(tonic::Code::NotFound)
+    );
 
     // The output fails for longer than `unhealthy_after_ms`: not serving.
     std::fs::write(agent.path("out"), "blocker").unwrap();

@@ -132,12 +132,24 @@ async fn health_says_draining_during_shutdown() {
         json_event("d-", n, "k", "1")
     });
     let stream = tokio::spawn(async move { store_stream(&client, slow).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let input = [("pipeline", "main"), ("plugin", "grpc#0")];
+    tokio::task::block_in_place(|| {
+        wait_until("the stream is open", Duration::from_secs(5), || {
+            metric_value(&scrape(metrics), "eventstash_grpc_streams_open", &input) == Some(1.0)
+        })
+    });
     agent.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::task::block_in_place(|| {
+        wait_until("/health says draining", Duration::from_secs(5), || {
+            health(metrics).1["state"] == "draining"
+        })
+    });
     let (status, report) = health(metrics);
-    assert_eq!(status, 503);
-    assert_eq!(report["state"], "draining", "{report}");
+    assert_eq!(status, 503, "{report}");
+    assert!(
+        !stream.is_finished(),
+        "the drain came after the stream: nothing was observed"
+    );
     assert!(stream.await.unwrap().unwrap());
     let (exit, _) = agent.wait_exit(Duration::from_secs(10));
     assert_eq!(exit.code(), Some(0));
@@ -190,11 +202,18 @@ async fn a_continuing_output_outage_logs_one_line_per_interval_with_the_count_he
     let lines = failure_lines(&log);
     println!("{failures} failed streams in {elapsed:?}; the reminder: {}", lines[1]);
     assert!(failures > 50, "the outage was not exercised: {failures} failures");
-    assert!(elapsed >= Duration::from_millis(4_500), "the reminder came after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(4_500),
+        "the reminder came after {elapsed:?}"
+    );
     assert_eq!(held_back(&lines[0]), 0, "{}", lines[0]);
     // Every failure between the two lines is counted as held back.
     let held = held_back(&lines[1]);
-    assert!(held >= 1 && held <= failures as u64 - 2, "{held} held back of {failures}: {}", lines[1]);
+    assert!(
+        held >= 1 && held <= failures as u64 - 2,
+        "{held} held back of {failures}: {}",
+        lines[1]
+    );
     let total = log.lines().count() - lines_before;
     assert!(total <= 10, "{total} log lines for a {elapsed:?} outage:\n{log}");
 }

@@ -79,8 +79,7 @@ async fn ten_thousand_grpc_events_land_in_elasticsearch_with_their_ids_and_templ
     let (_, mapping) = http_get(es, &format!("/{concrete}/_mapping"));
     let mapping: serde_json::Value = serde_json::from_str(&mapping).unwrap();
     assert_eq!(
-        mapping[&concrete]["mappings"]["properties"]["format"]["type"],
-        "keyword",
+        mapping[&concrete]["mappings"]["properties"]["format"]["type"], "keyword",
         "{mapping}"
     );
 }
@@ -144,7 +143,12 @@ async fn numbers_dynamodb_cannot_hold_are_dead_lettered_and_their_neighbours_sto
     let events = vec![
         json_event("num-", 0, "e2e.Number", r#"{"n":1}"#),
         json_event("num-", 1, "e2e.Number", r#"{"n":1e200}"#),
-        json_event("num-", 2, "e2e.Number", r#"{"n":1.234567890123456789012345678901234567891}"#),
+        json_event(
+            "num-",
+            2,
+            "e2e.Number",
+            r#"{"n":1.234567890123456789012345678901234567891}"#,
+        ),
         json_event("num-", 3, "e2e.Number", r#"{"n":-9.99e125}"#),
     ];
     // Stored or dead-lettered, every event is safe: the stream succeeds.

@@ -496,7 +496,10 @@ AiA/1+6nvCAbhhgnFM8JjXNP94dIyVcly1GAKVY5qzLGGg==
                 r#"{"retry_initial_backoff_ms": 500, "retry_max_backoff_ms": 100}"#,
                 "retry_max_backoff_ms",
             ),
-            (r#"{"sort_key": {"name": "RequestId", "value": "%{id}"}}"#, "sort_key.name"),
+            (
+                r#"{"sort_key": {"name": "RequestId", "value": "%{id}"}}"#,
+                "sort_key.name",
+            ),
             (r#"{"dead_letter_path": ""}"#, "dead_letter_path"),
         ];
         for (json, key) in bad {

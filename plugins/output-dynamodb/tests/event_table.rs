@@ -212,7 +212,13 @@ async fn server_errors_and_dropped_connections_are_retried_until_every_event_is_
     let table = unique_table("outage");
     let proxy = FaultProxy::start(
         &url,
-        vec![Fault::ServerError, Fault::Disconnect, Fault::Pass, Fault::Disconnect, Fault::ServerError],
+        vec![
+            Fault::ServerError,
+            Fault::Disconnect,
+            Fault::Pass,
+            Fault::Disconnect,
+            Fault::ServerError,
+        ],
         None,
     )
     .await;
@@ -230,9 +236,15 @@ async fn server_errors_and_dropped_connections_are_retried_until_every_event_is_
     assert_eq!(count_items(&client(&url), &table).await, 500);
     assert!(!dead_letter_path.exists(), "a transient failure was dead-lettered");
     let stats = &proxy.stats;
-    let (errors, drops) = (FaultProxy::count(&stats.server_errors), FaultProxy::count(&stats.disconnects));
+    let (errors, drops) = (
+        FaultProxy::count(&stats.server_errors),
+        FaultProxy::count(&stats.disconnects),
+    );
     // 20 BatchWriteItem calls at least (25 items each), 4 in 5 failing.
-    assert!(errors >= 8 && drops >= 8, "{errors} 500s and {drops} dropped connections");
+    assert!(
+        errors >= 8 && drops >= 8,
+        "{errors} 500s and {drops} dropped connections"
+    );
 }
 
 #[tokio::test]

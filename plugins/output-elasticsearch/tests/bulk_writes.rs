@@ -57,7 +57,10 @@ async fn ten_thousand_events_land_in_weekly_indices_with_their_ids_and_the_templ
         .request(Method::Get, &format!("_template/{template_name}"), None)
         .await;
     assert_eq!(status, 200, "template {template_name} not installed: {installed}");
-    assert_eq!(installed[&template_name]["index_patterns"], json!([format!("{prefix}-*")]));
+    assert_eq!(
+        installed[&template_name]["index_patterns"],
+        json!([format!("{prefix}-*")])
+    );
     // The template shaped the index: HFXEventStash's settings and mappings.
     let (_, settings) = server.request(Method::Get, &format!("{week_53}/_settings"), None).await;
     assert_eq!(settings[&week_53]["settings"]["index"]["refresh_interval"], "15s");

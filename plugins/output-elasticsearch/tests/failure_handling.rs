@@ -285,7 +285,11 @@ fn assert_only_failed_items_were_resent(
         let accounted = counts.forwarded + counts.throttled + counts.refused + counts.in_failed_requests;
         assert_eq!(counts.received, accounted, "{id}: {counts:?}");
         if rejected.contains(&id.as_str()) {
-            assert_eq!((counts.refused, counts.forwarded, counts.throttled), (1, 0, 0), "{id}: {counts:?}");
+            assert_eq!(
+                (counts.refused, counts.forwarded, counts.throttled),
+                (1, 0, 0),
+                "{id}: {counts:?}"
+            );
         } else {
             assert!(counts.forwarded >= 1, "{id} never reached the server: {counts:?}");
             let n: usize = id.trim_start_matches("t-").parse().unwrap();

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::fault_proxy::FaultProxy;
 use support::{
-    Server, assert_stored_once_and_resent_only_after_failures, dead_letters, events, new_year_2021, output,
-    server_url, unique, write_all,
+    Server, assert_stored_once_and_resent_only_after_failures, dead_letters, events, new_year_2021, output, server_url,
+    unique, write_all,
 };
 
 fn ids(prefix: &str, count: usize) -> impl Iterator<Item = String> + '_ {
@@ -55,7 +55,10 @@ async fn requests_answered_401_or_403_are_sent_again_until_they_are_let_through(
     assert_eq!(stats.failed_requests.load(Ordering::Relaxed), 3);
     assert_eq!(server.count(&index).await, 200);
     let items = stats.item_counts();
-    assert_eq!(assert_stored_once_and_resent_only_after_failures(&items, ids("d", 200)), 600);
+    assert_eq!(
+        assert_stored_once_and_resent_only_after_failures(&items, ids("d", 200)),
+        600
+    );
     assert!(dead_letters(&under_test.dead_letter_path).is_empty());
 }
 
@@ -98,11 +101,19 @@ async fn gzip_requests_meet_failed_requests_and_items_and_lose_nothing() {
     let stats = proxy.stats();
     let bulk = stats.bulk_requests.load(Ordering::Relaxed);
     assert!(bulk >= 2 + 4 + 2, "{bulk} bulk requests");
-    assert_eq!(stats.gzip_bulk_requests.load(Ordering::Relaxed), bulk, "a retry was sent without gzip");
+    assert_eq!(
+        stats.gzip_bulk_requests.load(Ordering::Relaxed),
+        bulk,
+        "a retry was sent without gzip"
+    );
     assert_eq!(stats.failed_requests.load(Ordering::Relaxed), 2);
     let throttled = stats.throttled_items.load(Ordering::Relaxed);
     assert!(throttled >= 100, "only {throttled} items throttled");
     assert_eq!(server.count(&index).await, 400);
     let resent = assert_stored_once_and_resent_only_after_failures(&stats.item_counts(), ids("z", 400));
-    assert_eq!(resent, throttled + 400, "throttled items, and the 2 × 200 of the failed requests");
+    assert_eq!(
+        resent,
+        throttled + 400,
+        "throttled items, and the 2 × 200 of the failed requests"
+    );
 }

@@ -250,7 +250,10 @@ fn forty_synced_thousand_event_batches_replay_whole_in_order_and_report_throughp
     assert_eq!(stats.unfinished.events, (BATCHES * EVENTS) as u64);
     let bytes = stats.disk_bytes as f64;
     // Framing and per-event fields on top of the payloads, but no copies.
-    assert!(bytes >= events * 200.0 && bytes < events * 400.0, "{bytes} bytes on disk");
+    assert!(
+        bytes >= events * 200.0 && bytes < events * 400.0,
+        "{bytes} bytes on disk"
+    );
     println!(
         "queue_log append+sync: {:.0} events/s, {:.1} MB/s, {:.2} ms per 1,000-event batch ({})",
         events / elapsed.as_secs_f64(),
@@ -267,7 +270,10 @@ fn forty_synced_thousand_event_batches_replay_whole_in_order_and_report_throughp
     drop(log);
     let (_, recovery) = open(dir.path(), &["out"]);
     assert!(recovery.skipped.is_empty());
-    assert_eq!(replayed(&recovery), (1..=BATCHES as u64).map(|seq| (seq, vec![0])).collect::<Vec<_>>());
+    assert_eq!(
+        replayed(&recovery),
+        (1..=BATCHES as u64).map(|seq| (seq, vec![0])).collect::<Vec<_>>()
+    );
     for stored in &recovery.replay {
         assert_same_events(&stored.events, &batch);
     }

@@ -178,7 +178,10 @@ impl Plan {
             Fault::Disconnect => {
                 self.stats.disconnects.fetch_add(1, Ordering::Relaxed);
                 // `serve` ends on the error: the connection closes unanswered.
-                Err(io::Error::new(io::ErrorKind::ConnectionAborted, "dropped by the test proxy"))
+                Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "dropped by the test proxy",
+                ))
             }
             Fault::Unprocessed => {
                 let mut body: Value = serde_json::from_slice(&request.body).map_err(io::Error::other)?;

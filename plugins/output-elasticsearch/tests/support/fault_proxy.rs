@@ -256,7 +256,12 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
             faults.throttle_rounds -= 1;
             faults.throttle_every.max(1)
         });
-        (fail, throttle, faults.reject_ids.clone(), faults.throttle_status.unwrap_or(429))
+        (
+            fail,
+            throttle,
+            faults.reject_ids.clone(),
+            faults.throttle_status.unwrap_or(429),
+        )
     };
     if let Some(status) = fail {
         stats.failed_requests.fetch_add(1, Ordering::Relaxed);
@@ -275,7 +280,10 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
     }
     let (status, upstream_body) = (response.status(), response.into_body());
     let upstream_body = upstream_body.collect().await.unwrap().to_bytes();
-    Ok(respond(status, put_back_items(&upstream_body, &removed, throttle_status)))
+    Ok(respond(
+        status,
+        put_back_items(&upstream_body, &removed, throttle_status),
+    ))
 }
 
 /// The plain body of a gzip request.

@@ -173,7 +173,11 @@ pub fn assert_stored_once_and_resent_only_after_failures(
         let counts = items.get(&id).unwrap_or_else(|| panic!("{id} never reached the proxy"));
         assert_eq!(counts.forwarded, 1, "{id} reached the server {counts:?}");
         assert_eq!(counts.refused, 0, "{id}: {counts:?}");
-        assert_eq!(counts.received, 1 + counts.throttled + counts.in_failed_requests, "{id}: {counts:?}");
+        assert_eq!(
+            counts.received,
+            1 + counts.throttled + counts.in_failed_requests,
+            "{id}: {counts:?}"
+        );
         resent += counts.received - 1;
     }
     resent
