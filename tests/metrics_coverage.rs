@@ -98,6 +98,11 @@ async fn failed_dead_lettered_batches_and_queue_gauges_carry_their_labels() {
         assert_eq!(value(&text, "eventstash_queue_events", &[("queue", queue)]), 0.0);
         assert_eq!(value(&text, "eventstash_queue_bytes", &[("queue", queue)]), 0.0);
     }
+    // Every received message was queued: none holds the in-flight budget.
+    assert_eq!(
+        value(&text, "eventstash_grpc_inflight_bytes", &[("plugin", "grpc#0")]),
+        0.0
+    );
 }
 
 /// The log lines containing `needle`, with their time.
