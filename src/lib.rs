@@ -13,6 +13,7 @@ mod fault_filter;
 pub mod health;
 pub mod healthcheck;
 mod metrics;
+pub use metrics::install_recorder as install_metrics_recorder;
 mod output_driver;
 mod persisted_queue;
 pub use persisted_queue::{InspectError, inspect_queue};

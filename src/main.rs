@@ -222,6 +222,8 @@ type Outcome = Result<ExitCode, ExitCode>;
 /// `run`: loads the pipelines, runs them until a signal, exits with the
 /// drain's outcome.
 fn run(runtime: &tokio::runtime::Runtime, patterns: &[String]) -> Outcome {
+    // Before the plugins are built: they take their counters then.
+    eventstash::install_metrics_recorder();
     let pipelines = load_pipelines(patterns)?;
     init_logging(pipelines.iter().find_map(|p| p.log_format));
     let code = match runtime.block_on(app::run(pipelines)) {

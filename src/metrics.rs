@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -58,7 +59,10 @@ pub(crate) fn recorder() -> Option<PrometheusHandle> {
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_EVENTS.into()), EVENTS_BUCKETS));
             match builder.and_then(|b| b.install_recorder()) {
-                Ok(handle) => Some(handle),
+                Ok(handle) => {
+                    spawn_upkeep(handle.clone());
+                    Some(handle)
+                }
                 Err(error) => {
                     warn!(%error, "metrics recorder not installed; /metrics will be empty");
                     None
@@ -66,6 +70,37 @@ pub(crate) fn recorder() -> Option<PrometheusHandle> {
             }
         })
         .clone()
+}
+
+/// Installs the Prometheus recorder before the pipelines are built.
+///
+/// Plugins take their counters (events retried, dead-lettered) when they are
+/// built, and a counter taken before a recorder exists counts into nothing
+/// for the life of the process; so `run` installs it first, whether or not
+/// a pipeline serves `/metrics`.
+pub fn install_recorder() {
+    recorder();
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// A recorder installed with `install_recorder` keeps every histogram
+/// sample until upkeep folds it into its buckets (a scrape does too); with
+/// nobody scraping `/metrics`, two samples per output write would pile up
+/// without bound. A plain thread, so that it needs no runtime.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(error) = spawned {
+        warn!(%error, "cannot start the metrics upkeep thread; histograms are folded only when /metrics is scraped");
+    }
 }
 
 struct Endpoint {

@@ -96,7 +96,9 @@ async fn health_turns_not_serving_while_an_output_fails_and_back_when_it_recover
     std::fs::write(agent.path("out"), "blocker").unwrap();
     let mut client = agent.client().await;
     let failed = store(&mut client, vec![json_event("h-", 0, "k", "1")]).await;
-    assert!(failed.is_err());
+    let status = failed.expect_err("a stream whose output failed was acknowledged");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("not stored"), "{status:?}");
     wait_until("health is NOT_SERVING", Duration::from_secs(5), || {
         !healthcheck(agent.addr)
     });
@@ -130,19 +132,49 @@ async fn health_says_draining_during_shutdown() {
         json_event("d-", n, "k", "1")
     });
     let stream = tokio::spawn(async move { store_stream(&client, slow).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let input = [("pipeline", "main"), ("plugin", "grpc#0")];
+    tokio::task::block_in_place(|| {
+        wait_until("the stream is open", Duration::from_secs(5), || {
+            metric_value(&scrape(metrics), "eventstash_grpc_streams_open", &input) == Some(1.0)
+        })
+    });
     agent.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::task::block_in_place(|| {
+        wait_until("/health says draining", Duration::from_secs(5), || {
+            health(metrics).1["state"] == "draining"
+        })
+    });
     let (status, report) = health(metrics);
-    assert_eq!(status, 503);
-    assert_eq!(report["state"], "draining", "{report}");
+    assert_eq!(status, 503, "{report}");
+    assert!(
+        !stream.is_finished(),
+        "the drain came after the stream: nothing was observed"
+    );
     assert!(stream.await.unwrap().unwrap());
     let (exit, _) = agent.wait_exit(Duration::from_secs(10));
     assert_eq!(exit.code(), Some(0));
 }
 
+/// The driver's error lines for batches it could not store.
+fn failure_lines(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|line| line.contains("output could not store a batch"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The `suppressed=N` count of a throttled log line.
+fn held_back(line: &str) -> u64 {
+    let at = line.find("suppressed=").unwrap_or_else(|| panic!("no count in {line}"));
+    let digits: String = line[at + "suppressed=".len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ten_second_output_outage_logs_a_bounded_number_of_lines() {
+async fn a_continuing_output_outage_logs_one_line_per_interval_with_the_count_held_back() {
     let (options, _) = observed_pipeline("out/%{index}.jsonl");
     let agent = Agent::start(options);
     std::fs::write(agent.path("out"), "blocker").unwrap();
@@ -150,20 +182,40 @@ async fn a_ten_second_output_outage_logs_a_bounded_number_of_lines() {
     let mut client = agent.client().await;
     let started = Instant::now();
     let mut failures = 0;
-    while started.elapsed() < Duration::from_secs(10) {
-        if store(&mut client, vec![json_event("o-", failures, "k", "1")])
+    // Fail one-event streams until the output logs its reminder, which the
+    // throttle allows 5 s after the first line.
+    while failure_lines(&agent.log()).len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no second line after {failures} failures:\n{}",
+            agent.log()
+        );
+        let status = store(&mut client, vec![json_event("o-", failures, "k", "1")])
             .await
-            .is_err()
-        {
-            failures += 1;
-        }
+            .expect_err("a stream the output could not store was acknowledged");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        failures += 1;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let elapsed = started.elapsed();
     let log = agent.log();
-    let lines = log.lines().count() - lines_before;
-    println!("{failures} failed streams during the outage produced {lines} log lines");
-    assert!(failures > 100, "the outage was not exercised: {failures} failures");
-    assert!(lines <= 10, "{lines} log lines for a 10 s outage:\n{log}");
+    let lines = failure_lines(&log);
+    println!("{failures} failed streams in {elapsed:?}; the reminder: {}", lines[1]);
+    assert!(failures > 50, "the outage was not exercised: {failures} failures");
+    assert!(
+        elapsed >= Duration::from_millis(4_500),
+        "the reminder came after {elapsed:?}"
+    );
+    assert_eq!(held_back(&lines[0]), 0, "{}", lines[0]);
+    // Every failure between the two lines is counted as held back.
+    let held = held_back(&lines[1]);
+    assert!(
+        held >= 1 && held <= failures as u64 - 2,
+        "{held} held back of {failures}: {}",
+        lines[1]
+    );
+    let total = log.lines().count() - lines_before;
+    assert!(total <= 10, "{total} log lines for a {elapsed:?} outage:\n{log}");
 }
 
 #[tokio::test]

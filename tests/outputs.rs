@@ -28,14 +28,22 @@ const EVENTS: usize = 10_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_grpc_events_land_in_elasticsearch_with_their_ids_and_template() {
     let url = server("EVENTSTASH_TEST_ELASTICSEARCH_URL");
-    let template = repo_root().join("templates/evt.json");
+    // HFXEventStash's template under a name and index pattern of this
+    // test's own: another test's template on the shared server can neither
+    // satisfy the check nor shape this test's index.
+    let own = format!("e2e{}x{}", std::process::id(), free_port());
+    let shipped = std::fs::read(repo_root().join("templates/evt.json")).unwrap();
+    let mut template: serde_json::Value = serde_json::from_slice(&shipped).unwrap();
+    template["index_patterns"] = serde_json::json!([format!("{own}-*")]);
+    let template_name = format!("{own}-tpl");
     let config = format!(
-        "[[inputs]]\ntype = \"grpc\"\nbind = \"127.0.0.1:{{port}}\"\n[[outputs]]\ntype = \"elasticsearch\"\nhosts = [\"{url}\"]\nindex = \"evt-%{{index}}-%{{+xxxx-MM-ww}}\"\ntemplate = \"{}\"\ntemplate_name = \"evt\"\ntemplate_overwrite = true\n",
-        template.display()
+        "[[inputs]]\ntype = \"grpc\"\nbind = \"127.0.0.1:{{port}}\"\n[[outputs]]\ntype = \"elasticsearch\"\nhosts = [\"{url}\"]\nindex = \"{own}-%{{index}}-%{{+xxxx-MM-ww}}\"\ntemplate = \"template.json\"\ntemplate_name = \"{template_name}\"\ntemplate_overwrite = true\n"
     );
-    let agent = Agent::start(AgentOptions::new(&config));
+    let mut options = AgentOptions::new(&config);
+    options.files = vec![("template.json".to_owned(), template.to_string())];
+    let agent = Agent::start(options);
     let kind = format!("endtoend.Run{}", agent.addr.port());
-    let index = format!("evt-endtoend-run-{}", agent.addr.port());
+    let index = format!("{own}-endtoend-run-{}", agent.addr.port());
     let mut client = agent.client().await;
     for chunk in (0..EVENTS).collect::<Vec<_>>().chunks(2500) {
         let events = chunk
@@ -62,7 +70,18 @@ async fn ten_thousand_grpc_events_land_in_elasticsearch_with_their_ids_and_templ
     let document: serde_json::Value = serde_json::from_str(&found).unwrap();
     assert_eq!(document["_id"], "es-1234", "{found}");
     assert_eq!(document["_source"]["data"]["n"], 1234, "{found}");
-    assert_eq!(http_get(es, "/_template/evt").0, 200, "the template is installed");
+    let (status, installed) = http_get(es, &format!("/_template/{template_name}"));
+    assert_eq!(status, 200, "the template is not installed: {installed}");
+    let installed: serde_json::Value = serde_json::from_str(&installed).unwrap();
+    assert_eq!(installed[&template_name]["index_patterns"][0], format!("{own}-*"));
+    // It shaped the index: HFXEventStash's mapping of `format`.
+    let concrete = document["_index"].as_str().unwrap().to_owned();
+    let (_, mapping) = http_get(es, &format!("/{concrete}/_mapping"));
+    let mapping: serde_json::Value = serde_json::from_str(&mapping).unwrap();
+    assert_eq!(
+        mapping[&concrete]["mappings"]["properties"]["format"]["type"], "keyword",
+        "{mapping}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,4 +129,45 @@ print(count("Type-Index", "Type", "e2e.Stored"), count("Source-Index", "Source",
 "##;
     let stdout = run_ok(Command::new(python()).args(["-c", script, &url, &table]));
     assert_eq!(stdout.trim(), format!("{EVENTS} {EVENTS} 12345678901234567890123"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_dynamodb_cannot_hold_are_dead_lettered_and_their_neighbours_stored() {
+    let url = server("EVENTSTASH_TEST_DYNAMODB_URL");
+    let table = format!("e2e-numbers-{}", free_port());
+    let config = format!(
+        "[pipeline]\nid = \"e2e\"\n[[inputs]]\ntype = \"grpc\"\nbind = \"127.0.0.1:{{port}}\"\n[[outputs]]\ntype = \"dynamodb\"\ntable = \"{table}\"\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\ncreate_table = true\ndead_letter_path = \"dlq.jsonl\"\n"
+    );
+    let agent = Agent::start(AgentOptions::new(&config));
+    let mut client = agent.client().await;
+    let events = vec![
+        json_event("num-", 0, "e2e.Number", r#"{"n":1}"#),
+        json_event("num-", 1, "e2e.Number", r#"{"n":1e200}"#),
+        json_event(
+            "num-",
+            2,
+            "e2e.Number",
+            r#"{"n":1.234567890123456789012345678901234567891}"#,
+        ),
+        json_event("num-", 3, "e2e.Number", r#"{"n":-9.99e125}"#),
+    ];
+    // Stored or dead-lettered, every event is safe: the stream succeeds.
+    store_ok(&mut client, events).await;
+
+    let letters = read_documents(&agent.path("dlq.jsonl"));
+    let lettered: Vec<&str> = letters.iter().map(|l| l["event"]["id"].as_str().unwrap()).collect();
+    assert_eq!(lettered, ["num-1", "num-2"], "{letters:?}");
+    let reasons: Vec<&str> = letters.iter().map(|l| l["reason"].as_str().unwrap()).collect();
+    assert!(reasons[0].contains("outside DynamoDB's range"), "{reasons:?}");
+    assert!(reasons[1].contains("38 significant digits"), "{reasons:?}");
+
+    let script = r##"
+import sys, boto3
+url, table = sys.argv[1], sys.argv[2]
+db = boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+items = db.scan(TableName=table)["Items"]
+print(" ".join(sorted(i["RequestId"]["S"] + "=" + i["Data"]["M"]["n"]["N"] for i in items)))
+"##;
+    let stdout = run_ok(Command::new(python()).args(["-c", script, &url, &table]));
+    assert_eq!(stdout.trim(), "num-0=1 num-3=-9.99e125");
 }

@@ -173,6 +173,9 @@ mod tests {
             "e".into(),
             chrono::Utc::now(),
         );
-        assert!(dead.write(&[(&event, "r".into())]).await.is_err());
+        let error = dead.write(&[(&event, "r".into())]).await.unwrap_err();
+        // The error names the file it could not write, for the operator.
+        assert_eq!(error.path, dir.path().join("file/dlq.jsonl"), "{error}");
+        assert!(error.to_string().contains("file/dlq.jsonl"), "{error}");
     }
 }

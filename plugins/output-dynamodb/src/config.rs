@@ -484,19 +484,32 @@ AiA/1+6nvCAbhhgnFM8JjXNP94dIyVcly1GAKVY5qzLGGg==
     }
 
     #[test]
-    fn options_with_impossible_values_are_rejected() {
+    fn options_with_impossible_values_are_rejected_naming_the_key() {
         let bad = [
-            r#"{"table": "ab"}"#,
-            r#"{"table": "has space"}"#,
-            r#"{"endpoint_url": "localhost:8000"}"#,
-            r#"{"access_key_id": "test"}"#,
-            r#"{"max_batches_in_flight": 0}"#,
-            r#"{"retry_initial_backoff_ms": 500, "retry_max_backoff_ms": 100}"#,
-            r#"{"sort_key": {"name": "RequestId", "value": "%{id}"}}"#,
-            r#"{"dead_letter_path": ""}"#,
+            (r#"{"table": "ab"}"#, "table"),
+            (r#"{"table": "has space"}"#, "table"),
+            (r#"{"endpoint_url": "localhost:8000"}"#, "endpoint_url"),
+            (r#"{"access_key_id": "test"}"#, "access_key_id"),
+            (r#"{"max_batches_in_flight": 0}"#, "max_batches_in_flight"),
+            (r#"{"retry_initial_backoff_ms": 0}"#, "retry_initial_backoff_ms"),
+            (
+                r#"{"retry_initial_backoff_ms": 500, "retry_max_backoff_ms": 100}"#,
+                "retry_max_backoff_ms",
+            ),
+            (
+                r#"{"sort_key": {"name": "RequestId", "value": "%{id}"}}"#,
+                "sort_key.name",
+            ),
+            (r#"{"dead_letter_path": ""}"#, "dead_letter_path"),
         ];
-        for json in bad {
-            assert!(parse(json).build(&ctx()).is_err(), "{json} was accepted");
+        for (json, key) in bad {
+            match parse(json).build(&ctx()) {
+                Err(DynamoDbOutputError::InvalidOption { key: named, .. }) => {
+                    assert_eq!(named, key, "{json}")
+                }
+                Err(other) => panic!("{json}: not an invalid option: {other}"),
+                Ok(_) => panic!("{json} was accepted"),
+            }
         }
     }
 

@@ -207,6 +207,47 @@ async fn throttled_and_unprocessed_batches_are_retried_until_every_event_is_stor
 }
 
 #[tokio::test]
+async fn server_errors_and_dropped_connections_are_retried_until_every_event_is_stored() {
+    let url = moto_url();
+    let table = unique_table("outage");
+    let proxy = FaultProxy::start(
+        &url,
+        vec![
+            Fault::ServerError,
+            Fault::Disconnect,
+            Fault::Pass,
+            Fault::Disconnect,
+            Fault::ServerError,
+        ],
+        None,
+    )
+    .await;
+    let dead_letters = tempfile::tempdir().unwrap();
+    let dead_letter_path = dead_letters.path().join("dead.jsonl");
+    let extra = json!({"create_table": true, "dead_letter_path": dead_letter_path});
+    let output = output(config(&proxy.url, &table, extra));
+    let events: Vec<_> = (0..500).map(test_event).collect();
+
+    for batch in events.chunks(100) {
+        output.write(OutputBatch::from(batch.to_vec())).await.unwrap();
+    }
+
+    // `write` returned: everything is stored, nothing was given up on.
+    assert_eq!(count_items(&client(&url), &table).await, 500);
+    assert!(!dead_letter_path.exists(), "a transient failure was dead-lettered");
+    let stats = &proxy.stats;
+    let (errors, drops) = (
+        FaultProxy::count(&stats.server_errors),
+        FaultProxy::count(&stats.disconnects),
+    );
+    // 20 BatchWriteItem calls at least (25 items each), 4 in 5 failing.
+    assert!(
+        errors >= 8 && drops >= 8,
+        "{errors} 500s and {drops} dropped connections"
+    );
+}
+
+#[tokio::test]
 async fn an_event_over_400_kb_goes_to_the_dead_letter_file_with_the_reason() {
     let url = moto_url();
     let table = unique_table("too-large");

@@ -76,6 +76,9 @@ pub struct ElasticsearchOutputConfig {
     pub retry_initial_backoff_ms: u64,
     /// Longest wait between retries.
     pub retry_max_backoff_ms: u64,
+    /// How often a continuing outage is logged again (with the number of
+    /// failures held back since the last line).
+    pub failure_log_interval_ms: u64,
 }
 
 impl Default for ElasticsearchOutputConfig {
@@ -101,6 +104,7 @@ impl Default for ElasticsearchOutputConfig {
             dead_letter_path: None,
             retry_initial_backoff_ms: 100,
             retry_max_backoff_ms: 10_000,
+            failure_log_interval_ms: 10_000,
         }
     }
 }
@@ -130,6 +134,7 @@ impl std::fmt::Debug for ElasticsearchOutputConfig {
             .field("dead_letter_path", &self.dead_letter_path)
             .field("retry_initial_backoff_ms", &self.retry_initial_backoff_ms)
             .field("retry_max_backoff_ms", &self.retry_max_backoff_ms)
+            .field("failure_log_interval_ms", &self.failure_log_interval_ms)
             .finish()
     }
 }
@@ -210,6 +215,7 @@ impl ElasticsearchOutputConfig {
         );
         let template = self.index_template()?;
         let backoff = self.backoff()?;
+        let log_interval = positive_millis("failure_log_interval_ms", self.failure_log_interval_ms)?;
         let dead_letters = DeadLetterFile::for_output(self.dead_letter_path.as_deref(), ctx);
         let cluster = Cluster::new(self.cluster_settings()?)?;
         Ok(ElasticsearchOutput::new(
@@ -219,6 +225,7 @@ impl ElasticsearchOutputConfig {
             template,
             dead_letters,
             backoff,
+            log_interval,
         ))
     }
 
@@ -503,9 +510,24 @@ mod tests {
             r#"{{"user": "u", "password": "p", "password_file": {:?}}}"#,
             file.display().to_string()
         ));
-        assert!(both.credentials().is_err());
+        let error = both.credentials().unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ElasticsearchOutputError::InvalidOption {
+                    key: "password_file",
+                    ..
+                }
+            ),
+            "{error}"
+        );
         let missing = parse(r#"{"api_key_file": "/nonexistent/key"}"#);
-        assert!(missing.credentials().is_err());
+        let error = missing.credentials().unwrap_err();
+        assert!(
+            matches!(&error, ElasticsearchOutputError::ReadFile { key: "api_key_file", path, .. }
+                if path == std::path::Path::new("/nonexistent/key")),
+            "{error}"
+        );
         let shown = format!(
             "{:?}",
             parse(r#"{"user": "u", "password": "hunter2", "api_key": "id:key2"}"#)
@@ -533,6 +555,7 @@ mod tests {
     #[test]
     fn durations_must_be_positive_and_ordered() {
         assert!(build_error(r#"{"request_timeout_ms": 0}"#).contains("`request_timeout_ms`"));
+        assert!(build_error(r#"{"failure_log_interval_ms": 0}"#).contains("`failure_log_interval_ms`"));
         let error = build_error(r#"{"retry_initial_backoff_ms": 500, "retry_max_backoff_ms": 100}"#);
         assert!(error.contains("`retry_max_backoff_ms`"), "{error}");
     }

@@ -130,9 +130,11 @@ mod tests {
 
     #[test]
     fn other_documents_are_not_templates() {
-        assert!(TemplateApi::detect(&json!([1, 2])).is_err());
-        assert!(TemplateApi::detect(&json!({"mappings": {}})).is_err());
-        assert!(TemplateApi::detect(&json!({"template": 3})).is_err());
+        assert_eq!(TemplateApi::detect(&json!([1, 2])), Err("is not a JSON object"));
+        let untyped = TemplateApi::detect(&json!({"mappings": {}})).unwrap_err();
+        assert!(untyped.contains("neither `index_patterns` nor `template`"), "{untyped}");
+        let odd = TemplateApi::detect(&json!({"template": 3})).unwrap_err();
+        assert!(odd.contains("`template` key"), "{odd}");
     }
 
     #[test]

@@ -18,9 +18,6 @@ use std::time::Duration;
 use eventstash_plugin_api::{ComponentHealth, OutageLine, OutageReport};
 use tracing::{error, info, warn};
 
-/// How often a continuing failure is logged again.
-const LOG_INTERVAL: Duration = Duration::from_secs(10);
-
 /// What a whole request that failed calls for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FailureKind {
@@ -86,20 +83,22 @@ pub(crate) struct FailureReport {
 impl FailureReport {
     /// For requests: failures before the first answer mean the cluster
     /// cannot be reached at start.
-    pub(crate) fn for_requests(output: &str, health: ComponentHealth) -> FailureReport {
-        FailureReport::new("requests", output, health, false)
+    pub(crate) fn for_requests(output: &str, health: ComponentHealth, log_interval: Duration) -> FailureReport {
+        FailureReport::new("requests", output, health, false, log_interval)
     }
 
     /// For items: they only fail once the cluster answers.
-    pub(crate) fn for_items(output: &str, health: ComponentHealth) -> FailureReport {
-        FailureReport::new("items", output, health, true)
+    pub(crate) fn for_items(output: &str, health: ComponentHealth, log_interval: Duration) -> FailureReport {
+        FailureReport::new("items", output, health, true, log_interval)
     }
 
-    fn new(what: &'static str, output: &str, health: ComponentHealth, reached: bool) -> Self {
+    /// `log_interval`: how often a continuing failure is logged again
+    /// (`failure_log_interval_ms`).
+    fn new(what: &'static str, output: &str, health: ComponentHealth, reached: bool, log_interval: Duration) -> Self {
         FailureReport {
             what,
             output: output.to_owned(),
-            outage: OutageReport::new(health, LOG_INTERVAL),
+            outage: OutageReport::new(health, log_interval),
             reached: AtomicBool::new(reached),
         }
     }
@@ -175,7 +174,7 @@ mod tests {
     #[test]
     fn health_follows_failures_and_recovery() {
         let health = ComponentHealth::default();
-        let report = FailureReport::for_requests("es#0", health.clone());
+        let report = FailureReport::for_requests("es#0", health.clone(), Duration::from_secs(10));
         report.succeeded();
         assert_eq!(health.snapshot().failing_since, None);
         report.failed(10, "connection refused", Duration::from_millis(100));
@@ -191,7 +190,7 @@ mod tests {
     #[test]
     fn slow_progress_is_logged_but_not_a_health_failure() {
         let health = ComponentHealth::default();
-        let report = FailureReport::for_items("es#0", health.clone());
+        let report = FailureReport::for_items("es#0", health.clone(), Duration::from_secs(10));
         report.slowed(3, "3 of 10 items throttled", Duration::from_millis(100));
         assert_eq!(health.snapshot().failing_since, None);
         assert!(report.outage.failing_since().is_some());

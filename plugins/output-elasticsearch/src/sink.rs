@@ -91,6 +91,7 @@ impl ElasticsearchOutput {
         template: Option<IndexTemplate>,
         dead_letters: DeadLetterFile,
         backoff: Backoff,
+        log_interval: Duration,
     ) -> ElasticsearchOutput {
         ElasticsearchOutput {
             id: ctx.plugin.clone(),
@@ -101,8 +102,8 @@ impl ElasticsearchOutput {
             dead_letters,
             metrics: ctx.output_metrics(),
             backoff,
-            request_failures: FailureReport::for_requests(&ctx.plugin, ctx.health.clone()),
-            item_failures: FailureReport::for_items(&ctx.plugin, ctx.health.clone()),
+            request_failures: FailureReport::for_requests(&ctx.plugin, ctx.health.clone(), log_interval),
+            item_failures: FailureReport::for_items(&ctx.plugin, ctx.health.clone(), log_interval),
             split_log: LogThrottle::new(SPLIT_LOG_INTERVAL),
         }
     }

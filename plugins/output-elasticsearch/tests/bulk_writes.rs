@@ -15,8 +15,24 @@ use support::{Server, dead_letters, events, new_year_2021, output, server_url, u
 async fn ten_thousand_events_land_in_weekly_indices_with_their_ids_and_the_template() {
     let server = Server::connect();
     let url = server_url();
-    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates/evt.json");
-    let under_test = output(&[&url], json!({"template": template}));
+    // HFXEventStash's template under a name and pattern of this test's own,
+    // so that no other test's template on the shared server can shape the
+    // index in its place.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates/evt.json");
+    let mut evt: serde_json::Value = serde_json::from_slice(&std::fs::read(shipped).unwrap()).unwrap();
+    let prefix = unique("evt-ten");
+    evt["index_patterns"] = json!([format!("{prefix}-*")]);
+    let dir = tempfile::tempdir().unwrap();
+    let template = support::template_file(dir.path(), &evt);
+    let template_name = unique("evt-tpl");
+    let under_test = output(
+        &[&url],
+        json!({
+            "template": template,
+            "template_name": template_name,
+            "index": format!("{prefix}-%{{index}}-%{{+xxxx-MM-ww}}"),
+        }),
+    );
     let kind = unique("bulk.Ten");
     // Half in ISO week 53 of 2020, half in week 1 of 2025 (Monday 2024-12-30).
     let new_year_eve = Utc.with_ymd_and_hms(2024, 12, 30, 8, 0, 0).unwrap();
@@ -25,8 +41,8 @@ async fn ten_thousand_events_land_in_weekly_indices_with_their_ids_and_the_templ
     let first = batch[0].clone();
     write_all(&under_test.output, batch, 1_000).await;
 
-    let week_53 = format!("evt-{}-2020-01-53", first.index);
-    let week_1 = format!("evt-{}-2025-12-01", first.index);
+    let week_53 = format!("{prefix}-{}-2020-01-53", first.index);
+    let week_1 = format!("{prefix}-{}-2025-12-01", first.index);
     assert_eq!(server.count(&week_53).await, 5_000);
     assert_eq!(server.count(&week_1).await, 5_000);
     let stored = server.document(&week_53, "a-4321").await.expect("a-4321 stored");
@@ -37,9 +53,14 @@ async fn ten_thousand_events_land_in_weekly_indices_with_their_ids_and_the_templ
     assert_eq!(stored["data"]["n"], 4321);
     assert_eq!(stored["@timestamp"], "2021-01-01T10:00:00.000Z");
 
-    let (status, installed) = server.request(Method::Get, "_template/evt", None).await;
-    assert_eq!(status, 200, "template evt not installed: {installed}");
-    assert_eq!(installed["evt"]["index_patterns"], json!(["evt-*"]));
+    let (status, installed) = server
+        .request(Method::Get, &format!("_template/{template_name}"), None)
+        .await;
+    assert_eq!(status, 200, "template {template_name} not installed: {installed}");
+    assert_eq!(
+        installed[&template_name]["index_patterns"],
+        json!([format!("{prefix}-*")])
+    );
     // The template shaped the index: HFXEventStash's settings and mappings.
     let (_, settings) = server.request(Method::Get, &format!("{week_53}/_settings"), None).await;
     assert_eq!(settings[&week_53]["settings"]["index"]["refresh_interval"], "15s");

@@ -36,6 +36,21 @@ async fn a_storm_of_throttled_items_loses_and_duplicates_nothing() {
     assert!(throttled >= 1_000, "only {throttled} items were throttled");
     assert_eq!(server.count(&index).await, 3_000);
     assert!(dead_letters(&under_test.dead_letter_path).is_empty());
+    // `_count` cannot show a duplicate (`_id` makes a resent item overwrite
+    // itself), so the proxy's per-id counts must: every item reached the
+    // server exactly once, and was sent again exactly as often as it was
+    // throttled, so a stored item was never resent.
+    let items = stats.item_counts();
+    assert_eq!(items.len(), 3_000);
+    let mut resent = 0;
+    for n in 0..3_000 {
+        let id = format!("s-{n}");
+        let counts = items[&id];
+        assert_eq!(counts.forwarded, 1, "{id} reached the server {counts:?}");
+        assert_eq!(counts.received, 1 + counts.throttled, "{id}: {counts:?}");
+        resent += counts.received - 1;
+    }
+    assert_eq!(resent, throttled, "only the throttled items were sent again");
 }
 
 #[tokio::test]
@@ -193,7 +208,9 @@ async fn faults_together_lose_nothing_and_write_returns_after_every_outcome() {
     let server = Server::connect();
     let proxy = FaultProxy::start(&server_url()).await;
     let index = unique("together");
-    let under_test = output(&[proxy.url()], json!({"index": index}));
+    let max_backoff = Duration::from_millis(500);
+    let options = json!({"index": index, "retry_max_backoff_ms": max_backoff.as_millis() as u64});
+    let under_test = output(&[proxy.url()], options);
     let total = 4_000;
     let rejected = ["t-17", "t-2500"];
     proxy.faults(|f| {
@@ -244,7 +261,49 @@ async fn faults_together_lose_nothing_and_write_returns_after_every_outcome() {
     let stats = proxy.stats();
     assert!(stats.throttled_items.load(Ordering::Relaxed) > 0);
     assert_eq!(stats.failed_requests.load(Ordering::Relaxed), 2);
-    // Nothing is still being retried in the background.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_only_failed_items_were_resent(&stats.item_counts(), total, &rejected);
+    // Nothing is still being retried in the background: a pending retry
+    // waits at most `max_backoff`, so one would have been sent by now.
+    tokio::time::sleep(max_backoff + Duration::from_secs(1)).await;
     assert_eq!(proxy.stats().bulk_requests.load(Ordering::Relaxed), requests);
+}
+
+/// Checks the proxy's per-id counts after `faults_together…`: every send of
+/// an item is accounted for (forwarded, throttled, refused, or in a whole
+/// request failed with 429/5xx); a refused item is never sent again; a
+/// stored item is not sent again, except for the items of the one request
+/// the outage cut off after it had been forwarded (the output never got its
+/// answer, so it rightly sends them again), all in the second half.
+fn assert_only_failed_items_were_resent(
+    items: &std::collections::HashMap<String, support::fault_proxy::ItemCounts>,
+    total: usize,
+    rejected: &[&str],
+) {
+    assert_eq!(items.len(), total);
+    let mut stored_twice = Vec::new();
+    for (id, counts) in items {
+        let accounted = counts.forwarded + counts.throttled + counts.refused + counts.in_failed_requests;
+        assert_eq!(counts.received, accounted, "{id}: {counts:?}");
+        if rejected.contains(&id.as_str()) {
+            assert_eq!(
+                (counts.refused, counts.forwarded, counts.throttled),
+                (1, 0, 0),
+                "{id}: {counts:?}"
+            );
+        } else {
+            assert!(counts.forwarded >= 1, "{id} never reached the server: {counts:?}");
+            let n: usize = id.trim_start_matches("t-").parse().unwrap();
+            if n < total / 2 {
+                // The first half met no outage.
+                assert_eq!(counts.forwarded, 1, "{id}: {counts:?}");
+            } else if counts.forwarded > 1 {
+                stored_twice.push(id.clone());
+            }
+        }
+    }
+    assert!(
+        stored_twice.len() <= 500,
+        "{} items reached the server twice, more than the one request an outage can cut: {stored_twice:?}",
+        stored_twice.len()
+    );
 }

@@ -35,6 +35,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected() {
-        assert!(serde_json::from_str::<StdoutOutputConfig>(r#"{"colour": true}"#).is_err());
+        let error = serde_json::from_str::<StdoutOutputConfig>(r#"{"colour": true}"#).unwrap_err();
+        assert!(error.to_string().contains("unknown field `colour`"), "{error}");
     }
 }

@@ -206,6 +206,7 @@ mod tests {
             let error = parse(text).build(&PluginContext::new("main", "store")).unwrap_err();
             assert!(error.to_string().contains(&format!("`{key}`")), "{text}: {error}");
         }
-        assert!(toml::from_str::<DynamoDbEventStoreConfig>("tabel = \"x\"").is_err());
+        let unknown = toml::from_str::<DynamoDbEventStoreConfig>("tabel = \"x\"").unwrap_err();
+        assert!(unknown.to_string().contains("unknown field `tabel`"), "{unknown}");
     }
 }

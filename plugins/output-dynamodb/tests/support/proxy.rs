@@ -1,7 +1,8 @@
 //! A tiny HTTP proxy between the SDK and moto that makes `BatchWriteItem`
 //! behave like DynamoDB under load: some calls are throttled
 //! (`ProvisionedThroughputExceededException`), some store only part of
-//! their items and hand the rest back as `UnprocessedItems`, and calls
+//! their items and hand the rest back as `UnprocessedItems`, some get a 500
+//! (`InternalServerError`) or lose their connection unanswered, and calls
 //! carrying a marker string are refused as invalid (`ValidationException`).
 //! Every other call passes through unchanged.
 //!
@@ -30,6 +31,10 @@ pub enum Fault {
     Throttle,
     /// Half the items forwarded, the other half returned as unprocessed.
     Unprocessed,
+    /// Answered with a 500 `InternalServerError`, nothing stored.
+    ServerError,
+    /// The connection is closed without an answer, nothing stored.
+    Disconnect,
 }
 
 /// What the proxy did, for the tests' assertions.
@@ -39,6 +44,8 @@ pub struct ProxyStats {
     pub throttled_calls: AtomicUsize,
     pub unprocessed_items: AtomicUsize,
     pub refused_calls: AtomicUsize,
+    pub server_errors: AtomicUsize,
+    pub disconnects: AtomicUsize,
 }
 
 /// A running proxy; stops when dropped.
@@ -160,6 +167,20 @@ impl Plan {
                 Ok(error_response(
                     "ProvisionedThroughputExceededException",
                     "The level of configured provisioned throughput for the table was exceeded",
+                ))
+            }
+            Fault::ServerError => {
+                self.stats.server_errors.fetch_add(1, Ordering::Relaxed);
+                let mut response = error_response("InternalServerError", "Internal server error (test proxy)");
+                response.start = "HTTP/1.1 500 Internal Server Error".to_owned();
+                Ok(response)
+            }
+            Fault::Disconnect => {
+                self.stats.disconnects.fetch_add(1, Ordering::Relaxed);
+                // `serve` ends on the error: the connection closes unanswered.
+                Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "dropped by the test proxy",
                 ))
             }
             Fault::Unprocessed => {

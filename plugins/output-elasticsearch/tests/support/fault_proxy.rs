@@ -9,9 +9,11 @@
 //! outages during which the port refuses connections. A throttled or refused item is taken out of the
 //! request before it is forwarded and its answer put back into osmem's
 //! response at its place, so, as with a real cluster, it is really not
-//! stored: an output that does not send it again loses it.
+//! stored: an output that does not send it again loses it. Bulk requests
+//! may also hang unanswered (a stalled node). A gzip body is unpacked, so
+//! its items meet the same faults, and forwarded plain.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,6 +46,11 @@ pub struct Faults {
     /// Bulk requests with a body over this many bytes are answered 413
     /// without forwarding, like a cluster's `http.max_content_length`.
     pub max_bulk_bytes: Option<usize>,
+    /// The status a throttled item gets: 429 when unset; a 5xx makes it an
+    /// item the cluster failed on the server.
+    pub throttle_status: Option<u16>,
+    /// How many more bulk requests are read and never answered.
+    pub hang_bulk: usize,
 }
 
 /// What the proxy saw and did.
@@ -60,14 +67,42 @@ pub struct Stats {
     pub largest_forwarded: AtomicUsize,
     /// Items seen in requests that are being throttled.
     pub throttle_candidates: AtomicUsize,
-    /// Items turned into 429s.
+    /// Items answered with `throttle_status` (429 unless set).
     pub throttled_items: AtomicUsize,
     /// Items refused with a 400.
     pub rejected_items: AtomicUsize,
     /// Requests with a gzip body.
     pub gzip_requests: AtomicUsize,
+    /// Bulk requests with a gzip body.
+    pub gzip_bulk_requests: AtomicUsize,
+    /// Bulk requests left unanswered.
+    pub hung_requests: AtomicUsize,
     /// The last `Authorization` header seen.
     pub last_authorization: Mutex<Option<String>>,
+    /// Per document `_id`, what happened to its items.
+    pub items: Mutex<HashMap<String, ItemCounts>>,
+}
+
+/// What the proxy did with the items of one document `_id`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ItemCounts {
+    /// Times the output sent it (in any bulk request that reached the proxy).
+    pub received: usize,
+    /// Times it was forwarded to the server, which stores it each time.
+    pub forwarded: usize,
+    /// Times the proxy answered it with `throttle_status` instead.
+    pub throttled: usize,
+    /// Times the proxy refused it with a 400 instead.
+    pub refused: usize,
+    /// Times it came in a whole request the proxy failed (429/5xx).
+    pub in_failed_requests: usize,
+}
+
+impl Stats {
+    /// A copy of the per-`_id` counts.
+    pub fn item_counts(&self) -> HashMap<String, ItemCounts> {
+        self.items.lock().unwrap().clone()
+    }
 }
 
 struct Shared {
@@ -191,13 +226,26 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
     if let Some(auth) = parts.headers.get("authorization") {
         *stats.last_authorization.lock().unwrap() = auth.to_str().ok().map(str::to_owned);
     }
-    let gzip = parts.headers.get("content-encoding").is_some();
+    let mut parts = parts;
+    let gzip = parts.headers.remove("content-encoding").is_some();
     stats.gzip_requests.fetch_add(usize::from(gzip), Ordering::Relaxed);
+    let body = if gzip { gunzip(&body) } else { body };
     if !parts.uri.path().ends_with("/_bulk") {
         return Ok(forward(shared.upstream, parts, body).await);
     }
     stats.bulk_requests.fetch_add(1, Ordering::Relaxed);
-    let (fail, throttle_every, reject_ids) = {
+    stats.gzip_bulk_requests.fetch_add(usize::from(gzip), Ordering::Relaxed);
+    let hang = {
+        let mut faults = shared.faults.lock().unwrap();
+        let hang = faults.hang_bulk > 0;
+        faults.hang_bulk = faults.hang_bulk.saturating_sub(1);
+        hang
+    };
+    if hang {
+        stats.hung_requests.fetch_add(1, Ordering::Relaxed);
+        std::future::pending::<()>().await;
+    }
+    let (fail, throttle_every, reject_ids, throttle_status) = {
         let mut faults = shared.faults.lock().unwrap();
         if faults.max_bulk_bytes.is_some_and(|max| body.len() > max) {
             stats.too_large_requests.fetch_add(1, Ordering::Relaxed);
@@ -208,19 +256,20 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
             faults.throttle_rounds -= 1;
             faults.throttle_every.max(1)
         });
-        (fail, throttle, faults.reject_ids.clone())
+        (
+            fail,
+            throttle,
+            faults.reject_ids.clone(),
+            faults.throttle_status.unwrap_or(429),
+        )
     };
     if let Some(status) = fail {
         stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+        count_failed_request(&body, stats);
         return Ok(error_response(status));
     }
     stats.largest_forwarded.fetch_max(body.len(), Ordering::Relaxed);
-    // A gzip body is passed through untouched: no item is taken out of it.
-    let (body, removed) = if gzip {
-        (body, Vec::new())
-    } else {
-        take_out_items(&body, &reject_ids, throttle_every, stats)
-    };
+    let (body, removed) = take_out_items(&body, &reject_ids, throttle_every, stats);
     let response = if body.is_empty() {
         respond(StatusCode::OK, Bytes::from_static(b"{\"errors\":false,\"items\":[]}"))
     } else {
@@ -231,7 +280,47 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
     }
     let (status, upstream_body) = (response.status(), response.into_body());
     let upstream_body = upstream_body.collect().await.unwrap().to_bytes();
-    Ok(respond(status, put_back_items(&upstream_body, &removed)))
+    Ok(respond(
+        status,
+        put_back_items(&upstream_body, &removed, throttle_status),
+    ))
+}
+
+/// The plain body of a gzip request.
+fn gunzip(body: &[u8]) -> Bytes {
+    use std::io::Read as _;
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut plain)
+        .expect("a gzip body the proxy can unpack");
+    Bytes::from(plain)
+}
+
+/// The `_id` of each item's action line of a plain bulk body.
+fn item_ids(body: &[u8]) -> Vec<Option<String>> {
+    let text = std::str::from_utf8(body).expect("bulk body is UTF-8");
+    let lines: Vec<&str> = text.lines().filter(|line| !line.is_empty()).collect();
+    lines.chunks(2).map(|pair| action_id(pair[0])).collect()
+}
+
+/// The `_id` of a bulk action line.
+fn action_id(line: &str) -> Option<String> {
+    let action: Value = serde_json::from_str(line).expect("action line is JSON");
+    action
+        .as_object()
+        .and_then(|map| map.values().next())
+        .and_then(|meta| meta["_id"].as_str())
+        .map(str::to_owned)
+}
+
+/// Counts the items of a whole request the proxy failed.
+fn count_failed_request(body: &[u8], stats: &Stats) {
+    let mut items = stats.items.lock().unwrap();
+    for id in item_ids(body).into_iter().flatten() {
+        let counts = items.entry(id).or_default();
+        counts.received += 1;
+        counts.in_failed_requests += 1;
+    }
 }
 
 /// An item the proxy answers itself.
@@ -254,14 +343,16 @@ fn take_out_items(
     let lines: Vec<&str> = text.lines().filter(|line| !line.is_empty()).collect();
     let mut kept = String::new();
     let mut removed = Vec::new();
+    let mut items = stats.items.lock().unwrap();
     for (position, pair) in lines.chunks(2).enumerate() {
-        let action: Value = serde_json::from_str(pair[0]).expect("action line is JSON");
-        let id = action
-            .as_object()
-            .and_then(|map| map.values().next())
-            .and_then(|meta| meta["_id"].as_str());
-        let injected = if id.is_some_and(|id| reject_ids.contains(id)) {
+        let id = action_id(pair[0]);
+        let mut counts = ItemCounts {
+            received: 1,
+            ..ItemCounts::default()
+        };
+        let injected = if id.as_ref().is_some_and(|id| reject_ids.contains(id)) {
             stats.rejected_items.fetch_add(1, Ordering::Relaxed);
+            counts.refused = 1;
             Some(Injected::Refused)
         } else if throttle_every.is_some_and(|every| {
             stats
@@ -270,10 +361,19 @@ fn take_out_items(
                 .is_multiple_of(every)
         }) {
             stats.throttled_items.fetch_add(1, Ordering::Relaxed);
+            counts.throttled = 1;
             Some(Injected::Throttled)
         } else {
+            counts.forwarded = 1;
             None
         };
+        if let Some(id) = id {
+            let total = items.entry(id).or_default();
+            total.received += counts.received;
+            total.forwarded += counts.forwarded;
+            total.throttled += counts.throttled;
+            total.refused += counts.refused;
+        }
         match injected {
             Some(injected) => removed.push((position, injected)),
             None => pair.iter().for_each(|line| {
@@ -286,7 +386,7 @@ fn take_out_items(
 }
 
 /// Puts the proxy's own answers back at the taken items' positions.
-fn put_back_items(body: &[u8], removed: &[(usize, Injected)]) -> Bytes {
+fn put_back_items(body: &[u8], removed: &[(usize, Injected)], throttle_status: u16) -> Bytes {
     let mut response: Value = serde_json::from_slice(body).expect("bulk response is JSON");
     let upstream_items = match response["items"].take() {
         Value::Array(items) => items,
@@ -302,9 +402,14 @@ fn put_back_items(body: &[u8], removed: &[(usize, Injected)]) -> Bytes {
                 "mapper_parsing_exception",
                 "injected: failed to parse field [data]",
             ),
-            Some((_, Injected::Throttled)) => {
+            Some((_, Injected::Throttled)) if throttle_status == 429 => {
                 item(429, "es_rejected_execution_exception", "injected: write queue full")
             }
+            Some((_, Injected::Throttled)) => item(
+                throttle_status,
+                "unavailable_shards_exception",
+                "injected: primary shard is not active",
+            ),
             None => upstream_items.next().expect("upstream answered every forwarded item"),
         })
         .collect();

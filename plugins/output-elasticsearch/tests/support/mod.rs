@@ -160,3 +160,25 @@ impl Server {
         (status == 200).then(|| body["_source"].clone())
     }
 }
+
+/// Checks the proxy's per-id counts for `ids`: each item reached the server
+/// exactly once, and was sent again only after a failure (throttled, a 5xx
+/// item, a whole request failed); returns how many sends were such resends.
+pub fn assert_stored_once_and_resent_only_after_failures(
+    items: &std::collections::HashMap<String, fault_proxy::ItemCounts>,
+    ids: impl IntoIterator<Item = String>,
+) -> usize {
+    let mut resent = 0;
+    for id in ids {
+        let counts = items.get(&id).unwrap_or_else(|| panic!("{id} never reached the proxy"));
+        assert_eq!(counts.forwarded, 1, "{id} reached the server {counts:?}");
+        assert_eq!(counts.refused, 0, "{id}: {counts:?}");
+        assert_eq!(
+            counts.received,
+            1 + counts.throttled + counts.in_failed_requests,
+            "{id}: {counts:?}"
+        );
+        resent += counts.received - 1;
+    }
+    resent
+}
