@@ -49,7 +49,7 @@ impl BatchSender<'_> {
             return refused;
         };
         if let [message] = whole.messages[..] {
-            refused.push((message.event, refused_reason(&whole.reason)));
+            refused.extend(message.events.iter().map(|event| (*event, refused_reason(&whole.reason))));
             return refused;
         }
         debug!(
@@ -58,7 +58,8 @@ impl BatchSender<'_> {
         );
         for message in whole.messages {
             if let Err(alone) = self.send_until_done(vec![message], &mut refused).await {
-                refused.push((message.event, refused_reason(&alone.reason)));
+                let reason = refused_reason(&alone.reason);
+                refused.extend(message.events.iter().map(|event| (*event, reason.clone())));
             }
         }
         refused
@@ -141,7 +142,8 @@ impl BatchSender<'_> {
             };
             match entry_kind(entry.code(), entry.sender_fault()) {
                 FailureKind::Refused => {
-                    refused.push((pending[index].event, refused_reason(&reason)));
+                    let reason = refused_reason(&reason);
+                    refused.extend(pending[index].events.iter().map(|event| (*event, reason.clone())));
                     done[index] = true;
                 }
                 kind => {
