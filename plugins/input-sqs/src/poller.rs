@@ -15,11 +15,13 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use chrono::{DateTime, Utc};
 use eventstash_plugin_api::{CancellationToken, Event, EventBatch, EventSink, LogThrottle, SinkError, ack_group};
+use eventstash_support_aws::sqs::packed::{CODEC_ATTRIBUTE, PackedCodec};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::decode::{Received, decode};
+use crate::unpack::unpack;
 use crate::input::PollSettings;
 use crate::retry::{FailureKind, RequestFailure, classify};
 use crate::settle::settle;
@@ -108,7 +110,7 @@ async fn offer(
     messages: Vec<Message>,
     permits: OwnedSemaphorePermit,
 ) -> bool {
-    let (events, receipts) = decode_all(&messages);
+    let (events, receipts) = decode_all(&messages, &consumer.plugin);
     drop(messages);
     let (ack, stored) = ack_group();
     consumer
@@ -135,8 +137,9 @@ async fn offer(
     }
 }
 
-/// The events of the messages, and their receipts.
-fn decode_all(messages: &[Message]) -> (Vec<Event>, Vec<Receipt>) {
+/// The events of the messages (a packed message holds many), and their
+/// receipts.
+fn decode_all(messages: &[Message], plugin: &str) -> (Vec<Event>, Vec<Receipt>) {
     let mut events = Vec::with_capacity(messages.len());
     let mut receipts = Vec::with_capacity(messages.len());
     for message in messages {
@@ -152,13 +155,17 @@ fn decode_all(messages: &[Message]) -> (Vec<Event>, Vec<Receipt>) {
             .and_then(|millis| millis.parse::<i64>().ok())
             .and_then(DateTime::<Utc>::from_timestamp_millis)
             .unwrap_or_else(Utc::now);
-        events.push(decode(Received {
+        let received = Received {
             body: message.body().unwrap_or_default(),
             message_id: message.message_id().unwrap_or_default(),
             kind: attribute(KIND_ATTRIBUTE),
             id: attribute(ID_ATTRIBUTE),
             sent_at,
-        }));
+        };
+        match attribute(CODEC_ATTRIBUTE).and_then(PackedCodec::from_attribute) {
+            Some(codec) => unpack(received, codec, plugin, &mut events),
+            None => events.push(decode(received)),
+        }
         if let Some(handle) = message.receipt_handle() {
             receipts.push(handle.to_owned());
         }
@@ -198,6 +205,7 @@ impl Consumer {
             .visibility_timeout(settings.visibility_timeout.as_secs() as i32)
             .message_attribute_names(KIND_ATTRIBUTE)
             .message_attribute_names(ID_ATTRIBUTE)
+            .message_attribute_names(CODEC_ATTRIBUTE)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await
