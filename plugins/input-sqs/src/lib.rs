@@ -31,7 +31,7 @@ mod poller;
 mod settle;
 mod unpack;
 
-use eventstash_support_aws::sqs::{client, queue, retry};
+use eventstash_support_aws::sqs::{client, metrics, queue, retry};
 
 pub use config::SqsInputConfig;
 pub use error::SqsInputError;

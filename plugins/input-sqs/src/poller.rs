@@ -23,6 +23,7 @@ use tracing::{debug, error, info, warn};
 use crate::decode::{Received, decode};
 use crate::unpack::unpack;
 use crate::input::PollSettings;
+use crate::metrics::RequestMetrics;
 use crate::retry::{FailureKind, RequestFailure, classify};
 use crate::settle::settle;
 
@@ -46,6 +47,8 @@ pub(crate) struct Consumer {
     pub(crate) in_flight: Arc<Semaphore>,
     /// The settling tasks, which the drain waits for.
     pub(crate) settling: TaskTracker,
+    /// SQS calls made, as SQS bills them.
+    pub(crate) requests: RequestMetrics,
 }
 
 /// A received message's receipt handle, to extend, delete or release it.
@@ -197,7 +200,8 @@ impl Consumer {
     /// One long-polling receive.
     async fn receive(&self) -> Result<Vec<Message>, RequestFailure> {
         let settings = &self.settings;
-        self.client
+        let received = self
+            .client
             .receive_message()
             .queue_url(&self.queue_url)
             .max_number_of_messages(settings.max_messages as i32)
@@ -208,8 +212,24 @@ impl Consumer {
             .message_attribute_names(CODEC_ATTRIBUTE)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
-            .await
+            .await;
+        let messages = received
             .map(|output| output.messages.unwrap_or_default())
-            .map_err(|error| classify(&error))
+            .map_err(|error| classify(&error));
+        let payload = messages.as_ref().map_or(0, |messages| messages.iter().map(payload_bytes).sum());
+        self.requests.record("ReceiveMessage", payload);
+        messages
     }
+}
+
+/// What SQS counts of a received message: its body and its attributes'
+/// names, data types and values.
+fn payload_bytes(message: &Message) -> usize {
+    let attributes = message.message_attributes().map_or(0, |attributes| {
+        attributes
+            .iter()
+            .map(|(name, value)| name.len() + value.data_type().len() + value.string_value().map_or(0, str::len))
+            .sum()
+    });
+    message.body().map_or(0, str::len) + attributes
 }

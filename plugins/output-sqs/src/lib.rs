@@ -27,7 +27,7 @@ mod packed;
 mod send_batch;
 mod sink;
 
-use eventstash_support_aws::sqs::{client, queue, retry};
+use eventstash_support_aws::sqs::{client, metrics, queue, retry};
 
 pub use config::{MessageCodec, PackedCompression, SqsOutputConfig};
 pub use error::SqsOutputError;

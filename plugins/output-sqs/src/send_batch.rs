@@ -17,6 +17,7 @@ use eventstash_plugin_api::{Backoff, Event, OutageReport, OutputMetrics};
 use tracing::{debug, error, info, warn};
 
 use crate::message::Message;
+use crate::metrics::RequestMetrics;
 use crate::retry::{FailureKind, RequestFailure, classify, entry_kind};
 
 /// What sending one request needs, borrowed from the output.
@@ -30,6 +31,8 @@ pub(crate) struct BatchSender<'a> {
     /// Failing requests (throttling aside): the output's health and a few
     /// log lines per outage, its recovery logged once.
     pub(crate) outage: &'a OutageReport,
+    /// Counts the calls, as SQS bills them.
+    pub(crate) requests: &'a RequestMetrics,
 }
 
 /// Events SQS refused, with the reasons for the dead-letter file.
@@ -76,6 +79,8 @@ impl BatchSender<'_> {
         let mut backoff = self.backoff.clone();
         loop {
             let entries = pending.iter().enumerate().map(|(id, m)| m.entry(id)).collect();
+            let payload = pending.iter().map(|message| message.size).sum();
+            self.requests.record("SendMessageBatch", payload);
             let sent = self
                 .client
                 .send_message_batch()

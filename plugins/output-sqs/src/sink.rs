@@ -28,6 +28,7 @@ use tracing::{error, info, warn};
 use crate::client::{ConnectionSettings, connect};
 use crate::error::SqsOutputError;
 use crate::message::{Message, MessageSchema};
+use crate::metrics::RequestMetrics;
 use crate::packed::Packer;
 use crate::queue::{QueueProblem, QueueRef, find};
 use crate::send_batch::BatchSender;
@@ -88,6 +89,8 @@ pub struct SqsOutput {
     /// Failing requests, shared by all requests in flight: reported on
     /// `health` and logged a few lines per outage.
     outage: OutageReport,
+    /// SQS calls made, as SQS bills them.
+    requests: RequestMetrics,
 }
 
 impl SqsOutput {
@@ -110,6 +113,7 @@ impl SqsOutput {
             health: ctx.health.clone(),
             plugin: ctx.plugin.clone(),
             outage: OutageReport::new(ctx.health.clone(), FAILURE_LOG_INTERVAL),
+            requests: RequestMetrics::new(&ctx.pipeline, &ctx.plugin),
         }
     }
 
@@ -167,6 +171,7 @@ impl SqsOutput {
             metrics: &self.metrics,
             plugin: &self.plugin,
             outage: &self.outage,
+            requests: &self.requests,
         };
         // The futures are made before the stream (rather than by a `map`
         // inside it) so that the stream holds no closure over a lifetime,
