@@ -83,6 +83,7 @@ async fn packed_events_reach_dynamodb_once_through_sqs_when_a_store_agent_is_kil
     let sent = events_survive_a_store_agent_killed_midway("packed").await;
     // One message per event would take at least one request per 10 events.
     assert!(sent.requests * 10 < sent.events, "the front agent did not pack: {sent:?}");
+    assert!(sent.billed >= sent.requests, "every call is billed at least once: {sent:?}");
 }
 
 /// What a front agent sent, from its own metrics.
