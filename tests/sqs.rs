@@ -75,15 +75,24 @@ fn env(pairs: &[(&str, &str)], url: &str) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_event_reaches_dynamodb_once_through_sqs_when_a_store_agent_is_killed() {
     let sent = events_survive_a_store_agent_killed_midway("event").await;
-    assert!(sent.requests * 10 >= sent.events, "one message per event, 10 per request: {sent:?}");
+    assert!(
+        sent.requests * 10 >= sent.events,
+        "one message per event, 10 per request: {sent:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packed_events_reach_dynamodb_once_through_sqs_when_a_store_agent_is_killed() {
     let sent = events_survive_a_store_agent_killed_midway("packed").await;
     // One message per event would take at least one request per 10 events.
-    assert!(sent.requests * 10 < sent.events, "the front agent did not pack: {sent:?}");
-    assert!(sent.billed >= sent.requests, "every call is billed at least once: {sent:?}");
+    assert!(
+        sent.requests * 10 < sent.events,
+        "the front agent did not pack: {sent:?}"
+    );
+    assert!(
+        sent.billed >= sent.requests,
+        "every call is billed at least once: {sent:?}"
+    );
 }
 
 /// What a front agent sent, from its own metrics.
@@ -242,8 +251,8 @@ const SQS_BILLED_REQUESTS: &str = "eventstash_sqs_billed_requests_total";
 fn sqs_metric(metrics_bind: &str, name: &str, request: &str) -> usize {
     let (status, text) = http_get(metrics_bind.parse().unwrap(), "/metrics");
     assert_eq!(status, 200, "{text}");
-    metric_value(&text, name, &[("request", request)]).unwrap_or_else(|| panic!("no {name}{{request={request}}}:\n{text}"))
-        as usize
+    metric_value(&text, name, &[("request", request)])
+        .unwrap_or_else(|| panic!("no {name}{{request={request}}}:\n{text}")) as usize
 }
 
 #[test]

@@ -21,11 +21,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::decode::{Received, decode};
-use crate::unpack::unpack;
 use crate::input::PollSettings;
 use crate::metrics::RequestMetrics;
 use crate::retry::{FailureKind, RequestFailure, classify};
 use crate::settle::settle;
+use crate::unpack::unpack;
 
 /// The message attributes the SQS output writes that decoding reads.
 const KIND_ATTRIBUTE: &str = "kind";
@@ -216,7 +216,9 @@ impl Consumer {
         let messages = received
             .map(|output| output.messages.unwrap_or_default())
             .map_err(|error| classify(&error));
-        let payload = messages.as_ref().map_or(0, |messages| messages.iter().map(payload_bytes).sum());
+        let payload = messages
+            .as_ref()
+            .map_or(0, |messages| messages.iter().map(payload_bytes).sum());
         self.requests.record("ReceiveMessage", payload);
         messages
     }

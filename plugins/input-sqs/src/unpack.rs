@@ -102,7 +102,12 @@ mod tests {
     #[test]
     fn a_body_that_cannot_be_unpacked_is_kept_whole() {
         let mut events = Vec::new();
-        unpack(received("not base64 !"), PackedCodec::JsonlGzipBase64, "sqs#0", &mut events);
+        unpack(
+            received("not base64 !"),
+            PackedCodec::JsonlGzipBase64,
+            "sqs#0",
+            &mut events,
+        );
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].id, "msg-1");
         assert!(matches!(&events[0].payload, Payload::InvalidJson { plain, .. } if plain == "not base64 !"));

@@ -210,7 +210,11 @@ mod tests {
         let at = chrono::Utc.with_ymd_and_hms(2026, 11, 23, 9, 1, 40).unwrap();
         (0..count)
             .map(|n| {
-                let data = format!(r#"{{"n":{n},"user":"user-{}","pad":"{}"}}"#, n * 7919 % 1000, "x".repeat(pad));
+                let data = format!(
+                    r#"{{"n":{n},"user":"user-{}","pad":"{}"}}"#,
+                    n * 7919 % 1000,
+                    "x".repeat(pad)
+                );
                 Event::new(
                     Format::Json,
                     Bytes::from(data),

@@ -52,7 +52,12 @@ impl BatchSender<'_> {
             return refused;
         };
         if let [message] = whole.messages[..] {
-            refused.extend(message.events.iter().map(|event| (*event, refused_reason(&whole.reason))));
+            refused.extend(
+                message
+                    .events
+                    .iter()
+                    .map(|event| (*event, refused_reason(&whole.reason))),
+            );
             return refused;
         }
         debug!(

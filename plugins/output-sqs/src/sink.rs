@@ -279,7 +279,10 @@ fn requests(messages: Vec<Message<'_>>, max_bytes: usize) -> Vec<Vec<Message<'_>
     let mut request_bytes = 0;
     for message in messages {
         if request.len() == MESSAGES_PER_REQUEST || request_bytes + message.size > max_bytes {
-            requests.push(std::mem::replace(&mut request, Vec::with_capacity(MESSAGES_PER_REQUEST)));
+            requests.push(std::mem::replace(
+                &mut request,
+                Vec::with_capacity(MESSAGES_PER_REQUEST),
+            ));
             request_bytes = 0;
         }
         request_bytes += message.size;

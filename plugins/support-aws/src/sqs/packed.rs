@@ -91,8 +91,7 @@ impl PackedCodec {
             PackedCodec::Jsonl => text.to_owned(),
             PackedCodec::JsonlGzipBase64 => {
                 let mut gzip = GzEncoder::new(Vec::with_capacity(text.len() / 4), Compression::new(GZIP_LEVEL));
-                gzip.write_all(text.as_bytes())
-                    .expect("writing into a Vec cannot fail");
+                gzip.write_all(text.as_bytes()).expect("writing into a Vec cannot fail");
                 let compressed = gzip.finish().expect("writing into a Vec cannot fail");
                 BASE64.encode(compressed)
             }
