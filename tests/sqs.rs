@@ -74,14 +74,59 @@ fn env(pairs: &[(&str, &str)], url: &str) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_event_reaches_dynamodb_once_through_sqs_when_a_store_agent_is_killed() {
+    let sent = events_survive_a_store_agent_killed_midway("event").await;
+    assert!(
+        sent.requests * 10 >= sent.events,
+        "one message per event, 10 per request: {sent:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packed_events_reach_dynamodb_once_through_sqs_when_a_store_agent_is_killed() {
+    let sent = events_survive_a_store_agent_killed_midway("packed").await;
+    // One message per event would take at least one request per 10 events.
+    assert!(
+        sent.requests * 10 < sent.events,
+        "the front agent did not pack: {sent:?}"
+    );
+    assert!(
+        sent.billed >= sent.requests,
+        "every call is billed at least once: {sent:?}"
+    );
+}
+
+/// What a front agent sent, from its own metrics.
+#[derive(Debug)]
+struct Sent {
+    /// Events acknowledged to the producers.
+    events: usize,
+    /// `SendMessageBatch` calls.
+    requests: usize,
+    /// The same calls as SQS bills them (per 64 KiB of payload).
+    billed: usize,
+}
+
+/// A front agent sending with `codec` (`SQS_CODEC`) to two store agents,
+/// one of them killed with `kill -9` halfway: every acknowledged event must
+/// be stored once, and the queue must end empty.
+async fn events_survive_a_store_agent_killed_midway(codec: &str) -> Sent {
     let url = sqs_url();
     let run = free_port();
-    let queue = create_queue(&url, &format!("e2e-{run}"));
-    let table = format!("e2e-sqs-{run}");
+    let queue = create_queue(&url, &format!("e2e-{codec}-{run}"));
+    let table = format!("e2e-sqs-{codec}-{run}");
     let store_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(store_file.path(), STORE_BY_EVENT).unwrap();
 
-    let front_env = env(&[("SQS_QUEUE_URL", &queue), ("PROTOS_GLOB", &protos_glob())], &url);
+    let front_metrics = format!("127.0.0.1:{}", free_port());
+    let front_env = env(
+        &[
+            ("SQS_QUEUE_URL", &queue),
+            ("PROTOS_GLOB", &protos_glob()),
+            ("SQS_CODEC", codec),
+            ("METRICS_BIND", &front_metrics),
+        ],
+        &url,
+    );
     let mut front = start_agent(AgentSpec {
         pipeline: &shipped("grpc-to-sqs.toml"),
         env: front_env,
@@ -185,11 +230,29 @@ print(json.dumps({"queue": counts(), "items": len(items), "ids": sorted(set(item
     assert_eq!(report["items"], total, "an event was stored under two keys");
     assert_eq!(report["queue"], serde_json::json!([0, 0]), "the queue is not empty");
     println!(
-        "{total} events through gRPC → SQS → 2 store agents → DynamoDB; queue empty {:.1?} after the last ack",
+        "{total} events ({codec} messages) through gRPC → SQS → 2 store agents → DynamoDB; queue empty {:.1?} after the last ack",
         started.elapsed()
     );
+    let sent = Sent {
+        events: total,
+        requests: sqs_metric(&front_metrics, SQS_REQUESTS, "SendMessageBatch"),
+        billed: sqs_metric(&front_metrics, SQS_BILLED_REQUESTS, "SendMessageBatch"),
+    };
     stop_agent(&mut survivor, Duration::from_secs(15));
     stop_agent(&mut front, Duration::from_secs(15));
+    println!("front agent: {sent:?}");
+    sent
+}
+
+const SQS_REQUESTS: &str = "eventstash_sqs_requests_total";
+const SQS_BILLED_REQUESTS: &str = "eventstash_sqs_billed_requests_total";
+
+/// An agent's SQS counter for one request type, from its `/metrics`.
+fn sqs_metric(metrics_bind: &str, name: &str, request: &str) -> usize {
+    let (status, text) = http_get(metrics_bind.parse().unwrap(), "/metrics");
+    assert_eq!(status, 200, "{text}");
+    metric_value(&text, name, &[("request", request)])
+        .unwrap_or_else(|| panic!("no {name}{{request={request}}}:\n{text}")) as usize
 }
 
 #[test]
@@ -410,4 +473,107 @@ fn a_missing_queue_stops_the_agent_at_start_and_says_which() {
         let output = validate(pipeline);
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packed_message_with_one_poison_event_is_deleted_and_only_that_event_is_dead_lettered() {
+    let url = sqs_url();
+    let run = free_port();
+    let queue = create_queue(&url, &format!("poison-{run}"));
+    let table = format!("poison-{run}");
+    let front_metrics = format!("127.0.0.1:{}", free_port());
+    let mut front = start_agent(AgentSpec {
+        pipeline: &shipped("grpc-to-sqs.toml"),
+        env: env(
+            &[
+                ("SQS_QUEUE_URL", &queue),
+                ("PROTOS_GLOB", &protos_glob()),
+                ("SQS_CODEC", "packed"),
+                ("METRICS_BIND", &front_metrics),
+            ],
+            &url,
+        ),
+        ready_log: None,
+        pipe_stdout: false,
+    });
+    // 100 events in gateway shape through gRPC, one stream; event 37 has no
+    // `requestId`, so the store agent's table (keyed by it) cannot take it.
+    const POISON: usize = 37;
+    let events = (0..100)
+        .map(|n| {
+            let request = match n {
+                POISON => String::new(),
+                n => format!(r#""requestId":"req-{n}","#),
+            };
+            let data = format!(
+                r#"{{{request}"timestamp":"2020-05-01T20:00:00Z","id":"pk-{n}","type":"T","source":"Gateway","data":{{"n":{n}}}}}"#
+            );
+            json_event("pk-", n, "T", &data)
+        })
+        .collect();
+    store_ok(&mut front.client().await, events).await;
+    let requests = sqs_metric(&front_metrics, SQS_REQUESTS, "SendMessageBatch");
+    assert!(requests < 10, "100 events took {requests} requests: not packed");
+    // Two gateway messages sent straight to the same queue, as a gateway does.
+    let send = r#"
+queue = sys.argv[1]
+for i in range(2):
+    body = {"requestId": "gw-%d" % i, "timestamp": "2020-05-01T20:00:00Z", "id": "gw-%d" % i, "type": "T",
+            "source": "Gateway", "data": {"n": i}}
+    sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(body))
+"#;
+    boto(&url, send, &[&queue]);
+
+    let mut store = start_agent(AgentSpec {
+        pipeline: &shipped("sqs-to-dynamodb.toml"),
+        env: env(
+            &[
+                ("SQS_QUEUE_URL", &queue),
+                ("DYNAMODB_TABLE", &table),
+                ("DYNAMODB_CREATE_TABLE", "true"),
+                ("SQS_VISIBILITY_TIMEOUT", "30"),
+            ],
+            &url,
+        ),
+        ready_log: Some("sqs input receiving"),
+        pipe_stdout: false,
+    });
+    // Empty well within the 30 s visibility timeout: the packed message was
+    // deleted, not left to come back for its poison event.
+    let read = r#"
+queue, table = sys.argv[1], sys.argv[2]
+deadline = time.time() + 20
+while time.time() < deadline:
+    a = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+    counts = [int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])]
+    if counts == [0, 0]:
+        break
+    time.sleep(0.2)
+ids = sorted(item["Id"]["S"] for item in db.scan(TableName=table)["Items"])
+print(json.dumps({"queue": counts, "ids": ids}))
+"#;
+    let report: serde_json::Value = serde_json::from_str(&boto(&url, read, &[&queue, &table])).unwrap();
+    assert_eq!(report["queue"], serde_json::json!([0, 0]), "{}", store.log());
+    let stored: HashSet<String> = report["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect();
+    let expected: HashSet<String> = (0..100)
+        .filter(|&n| n != POISON)
+        .map(|n| format!("pk-{n}"))
+        .chain((0..2).map(|n| format!("gw-{n}")))
+        .collect();
+    assert_eq!(stored, expected);
+    let letters = read_documents(&store.path("data/dead-letters/dynamodb.jsonl"));
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["event"]["id"], format!("pk-{POISON}"));
+    assert!(
+        letters[0]["reason"].as_str().unwrap().contains("RequestId"),
+        "{}",
+        letters[0]
+    );
+    stop_agent(&mut store, Duration::from_secs(15));
+    stop_agent(&mut front, Duration::from_secs(15));
 }

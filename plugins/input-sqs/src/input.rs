@@ -21,6 +21,7 @@ use tracing::{error, info};
 
 use crate::client::{ConnectionSettings, connect};
 use crate::error::SqsInputError;
+use crate::metrics::RequestMetrics;
 use crate::poller::{Consumer, poll};
 use crate::queue::{QueueProblem, QueueRef, find};
 
@@ -144,6 +145,7 @@ impl Input for SqsInput {
             plugin: plugin.clone(),
             shutdown: ctx.shutdown.clone(),
             settling: TaskTracker::new(),
+            requests: RequestMetrics::new(&ctx.context.pipeline, &plugin),
         });
         let sink: Arc<dyn EventSink> = Arc::from(ctx.sink);
         let mut pollers = JoinSet::new();

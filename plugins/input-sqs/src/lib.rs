@@ -16,7 +16,11 @@
 //!
 //! See `decode.rs` for the message shapes understood: documents of the SQS
 //! output (the same event again), gateway messages of the SQS → Lambda →
-//! DynamoDB design, and anything else, kept and flagged.
+//! DynamoDB design, and anything else, kept and flagged; and `unpack.rs`
+//! for packed messages (many documents in one, named by the `codec`
+//! attribute), which may share the queue with the others. A packed message
+//! is deleted, like any other, once every output has stored (or
+//! dead-lettered) every one of its events.
 #![warn(missing_docs, unreachable_pub)]
 
 mod config;
@@ -25,8 +29,9 @@ mod error;
 mod input;
 mod poller;
 mod settle;
+mod unpack;
 
-use eventstash_support_aws::sqs::{client, queue, retry};
+use eventstash_support_aws::sqs::{client, metrics, queue, retry};
 
 pub use config::SqsInputConfig;
 pub use error::SqsInputError;

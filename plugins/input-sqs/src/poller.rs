@@ -15,14 +15,17 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use chrono::{DateTime, Utc};
 use eventstash_plugin_api::{CancellationToken, Event, EventBatch, EventSink, LogThrottle, SinkError, ack_group};
+use eventstash_support_aws::sqs::packed::{CODEC_ATTRIBUTE, PackedCodec};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::decode::{Received, decode};
 use crate::input::PollSettings;
+use crate::metrics::RequestMetrics;
 use crate::retry::{FailureKind, RequestFailure, classify};
 use crate::settle::settle;
+use crate::unpack::unpack;
 
 /// The message attributes the SQS output writes that decoding reads.
 const KIND_ATTRIBUTE: &str = "kind";
@@ -44,6 +47,8 @@ pub(crate) struct Consumer {
     pub(crate) in_flight: Arc<Semaphore>,
     /// The settling tasks, which the drain waits for.
     pub(crate) settling: TaskTracker,
+    /// SQS calls made, as SQS bills them.
+    pub(crate) requests: RequestMetrics,
 }
 
 /// A received message's receipt handle, to extend, delete or release it.
@@ -108,7 +113,7 @@ async fn offer(
     messages: Vec<Message>,
     permits: OwnedSemaphorePermit,
 ) -> bool {
-    let (events, receipts) = decode_all(&messages);
+    let (events, receipts) = decode_all(&messages, &consumer.plugin);
     drop(messages);
     let (ack, stored) = ack_group();
     consumer
@@ -135,8 +140,9 @@ async fn offer(
     }
 }
 
-/// The events of the messages, and their receipts.
-fn decode_all(messages: &[Message]) -> (Vec<Event>, Vec<Receipt>) {
+/// The events of the messages (a packed message holds many), and their
+/// receipts.
+fn decode_all(messages: &[Message], plugin: &str) -> (Vec<Event>, Vec<Receipt>) {
     let mut events = Vec::with_capacity(messages.len());
     let mut receipts = Vec::with_capacity(messages.len());
     for message in messages {
@@ -152,13 +158,17 @@ fn decode_all(messages: &[Message]) -> (Vec<Event>, Vec<Receipt>) {
             .and_then(|millis| millis.parse::<i64>().ok())
             .and_then(DateTime::<Utc>::from_timestamp_millis)
             .unwrap_or_else(Utc::now);
-        events.push(decode(Received {
+        let received = Received {
             body: message.body().unwrap_or_default(),
             message_id: message.message_id().unwrap_or_default(),
             kind: attribute(KIND_ATTRIBUTE),
             id: attribute(ID_ATTRIBUTE),
             sent_at,
-        }));
+        };
+        match attribute(CODEC_ATTRIBUTE).and_then(PackedCodec::from_attribute) {
+            Some(codec) => unpack(received, codec, plugin, &mut events),
+            None => events.push(decode(received)),
+        }
         if let Some(handle) = message.receipt_handle() {
             receipts.push(handle.to_owned());
         }
@@ -190,7 +200,8 @@ impl Consumer {
     /// One long-polling receive.
     async fn receive(&self) -> Result<Vec<Message>, RequestFailure> {
         let settings = &self.settings;
-        self.client
+        let received = self
+            .client
             .receive_message()
             .queue_url(&self.queue_url)
             .max_number_of_messages(settings.max_messages as i32)
@@ -198,10 +209,29 @@ impl Consumer {
             .visibility_timeout(settings.visibility_timeout.as_secs() as i32)
             .message_attribute_names(KIND_ATTRIBUTE)
             .message_attribute_names(ID_ATTRIBUTE)
+            .message_attribute_names(CODEC_ATTRIBUTE)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
-            .await
+            .await;
+        let messages = received
             .map(|output| output.messages.unwrap_or_default())
-            .map_err(|error| classify(&error))
+            .map_err(|error| classify(&error));
+        let payload = messages
+            .as_ref()
+            .map_or(0, |messages| messages.iter().map(payload_bytes).sum());
+        self.requests.record("ReceiveMessage", payload);
+        messages
     }
+}
+
+/// What SQS counts of a received message: its body and its attributes'
+/// names, data types and values.
+fn payload_bytes(message: &Message) -> usize {
+    let attributes = message.message_attributes().map_or(0, |attributes| {
+        attributes
+            .iter()
+            .map(|(name, value)| name.len() + value.data_type().len() + value.string_value().map_or(0, str::len))
+            .sum()
+    });
+    message.body().map_or(0, str::len) + attributes
 }

@@ -84,6 +84,7 @@ impl Consumer {
                         .expect("the id and the receipt handle, the required fields, are set")
                 })
                 .collect();
+            self.requests.record("DeleteMessageBatch", 0);
             let sent = self
                 .client
                 .delete_message_batch()
@@ -144,6 +145,7 @@ impl Consumer {
                     .expect("the id and the receipt handle, the required fields, are set")
             })
             .collect();
+        self.requests.record("ChangeMessageVisibilityBatch", 0);
         let sent = self
             .client
             .change_message_visibility_batch()

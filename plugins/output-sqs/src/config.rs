@@ -6,15 +6,18 @@
 //! on any machine. Connecting (credentials, region, the queue) happens on
 //! the first write.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytesize::ByteSize;
 use eventstash_plugin_api::{Backoff, DeadLetterFile, FieldTemplate, PluginContext};
+use eventstash_support_aws::sqs::packed::PackedCodec;
 use serde::Deserialize;
 
 use crate::client::{ConnectionOptions, ConnectionSettings, OptionProblem};
 use crate::error::SqsOutputError;
 use crate::message::MessageSchema;
+use crate::packed::Packer;
 use crate::queue::QueueRef;
 use crate::sink::{SendSettings, SqsOutput};
 
@@ -59,6 +62,19 @@ pub struct SqsOutputConfig {
     /// carries; lowered to the queue's `MaximumMessageSize` if that is less.
     #[serde(default = "defaults::max_message_bytes")]
     pub max_message_bytes: ByteSize,
+    /// How events become messages: `"event"`, one event per message (for
+    /// any reader: a Lambda, gateway-format readers), or `"packed"`, as many
+    /// events per message as fit in `packed_bytes`, for store agents.
+    #[serde(default)]
+    pub codec: MessageCodec,
+    /// Packed messages only: the size a message aims at, body and
+    /// attributes; SQS bills each 64 KiB of a request as one request.
+    #[serde(default = "defaults::packed_bytes")]
+    pub packed_bytes: ByteSize,
+    /// Packed messages only: `"gzip"` (the documents gzip-compressed, then
+    /// base64-encoded) or `"none"` (plain JSON lines).
+    #[serde(default)]
+    pub packed_compression: PackedCompression,
     /// FIFO queues only: the template of `MessageGroupId`; events of one
     /// group are delivered in order.
     #[serde(default = "defaults::message_group_id")]
@@ -93,6 +109,9 @@ impl std::fmt::Debug for SqsOutputConfig {
             .field("ca_file", &self.ca_file)
             .field("session_token", &redacted(&self.session_token))
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("codec", &self.codec)
+            .field("packed_bytes", &self.packed_bytes)
+            .field("packed_compression", &self.packed_compression)
             .field("message_group_id", &self.message_group_id)
             .field("dead_letter_path", &self.dead_letter_path)
             .field("max_batches_in_flight", &self.max_batches_in_flight)
@@ -103,9 +122,35 @@ impl std::fmt::Debug for SqsOutputConfig {
     }
 }
 
+/// How events become messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageCodec {
+    /// One event per message, its document as the body.
+    #[default]
+    Event,
+    /// Many events per message; see `packed.rs`.
+    Packed,
+}
+
+/// How a packed message's documents are framed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackedCompression {
+    /// gzip, then base64 (an SQS body must be text).
+    #[default]
+    Gzip,
+    /// Plain JSON lines.
+    None,
+}
+
 /// The defaults of the optional keys, in one place.
 mod defaults {
     use bytesize::ByteSize;
+
+    pub(super) fn packed_bytes() -> ByteSize {
+        ByteSize::kib(64)
+    }
 
     pub(super) fn max_message_bytes() -> ByteSize {
         ByteSize::kib(256)
@@ -194,7 +239,24 @@ impl SqsOutputConfig {
                 "must not be less than `retry_initial_backoff_ms`",
             ));
         }
+        let packer = match self.codec {
+            MessageCodec::Event => None,
+            MessageCodec::Packed => {
+                if !(MIN_MESSAGE_BYTES..=self.max_message_bytes.as_u64()).contains(&self.packed_bytes.as_u64()) {
+                    return Err(invalid(
+                        "packed_bytes",
+                        "must be at least 1KiB and at most `max_message_bytes`",
+                    ));
+                }
+                let codec = match self.packed_compression {
+                    PackedCompression::Gzip => PackedCodec::JsonlGzipBase64,
+                    PackedCompression::None => PackedCodec::Jsonl,
+                };
+                Some(Arc::new(Packer::new(codec, self.packed_bytes.as_u64() as usize)))
+            }
+        };
         Ok(SendSettings {
+            packer,
             batches_in_flight: self.max_batches_in_flight,
             max_message_bytes: self.max_message_bytes.as_u64() as usize,
             backoff: Backoff::new(
@@ -228,7 +290,22 @@ mod tests {
         assert_eq!(config.message_group_id, "%{index}");
         assert_eq!(config.max_batches_in_flight, 10);
         assert_eq!(config.dead_letter_path, "data/dead-letters/sqs.jsonl");
+        assert_eq!(config.codec, MessageCodec::Event);
+        assert_eq!(config.packed_bytes, ByteSize::kib(64));
+        assert_eq!(config.packed_compression, PackedCompression::Gzip);
         assert!(config.build(&ctx()).is_ok());
+    }
+
+    #[test]
+    fn packed_messages_are_chosen_by_codec_and_bounded_by_the_message_limit() {
+        let config = parse("queue_url = \"q\"\ncodec = \"packed\"\npacked_compression = \"none\"");
+        assert_eq!(config.codec, MessageCodec::Packed);
+        assert!(config.build(&ctx()).is_ok());
+        let config = parse("queue_url = \"q\"\ncodec = \"packed\"\npacked_bytes = \"512KiB\"");
+        let error = config.build(&ctx()).unwrap_err();
+        assert!(error.to_string().contains("`packed_bytes`"), "{error}");
+        let error = toml::from_str::<SqsOutputConfig>("queue_url = \"q\"\ncodec = \"protobuf\"").unwrap_err();
+        assert!(error.to_string().contains("unknown variant"), "{error}");
     }
 
     #[test]

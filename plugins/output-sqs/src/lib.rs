@@ -1,4 +1,4 @@
-//! The `sqs` output: sends each event as one Amazon SQS message, so that
+//! The `sqs` output: sends events as Amazon SQS messages, so that
 //! stateless front agents (gRPC → SQS) can hand events to any number of
 //! store agents (SQS → Elasticsearch, DynamoDB, files).
 //!
@@ -14,17 +14,22 @@
 //! same event. Throttling, outages and entries SQS fails are retried without
 //! limit; an event too large for a message goes to the dead-letter file. A
 //! write returns only once every event is in SQS or in that file.
+//!
+//! With `codec = "packed"` (see `packed.rs`) a message holds as many
+//! documents as fit in `packed_bytes`, which is what keeps the SQS bill and
+//! the round trips per event small between eventstash agents.
 #![warn(missing_docs, unreachable_pub)]
 
 mod config;
 mod error;
 mod message;
+mod packed;
 mod send_batch;
 mod sink;
 
-use eventstash_support_aws::sqs::{client, queue, retry};
+use eventstash_support_aws::sqs::{client, metrics, queue, retry};
 
-pub use config::SqsOutputConfig;
+pub use config::{MessageCodec, PackedCompression, SqsOutputConfig};
 pub use error::SqsOutputError;
 pub use sink::SqsOutput;
 

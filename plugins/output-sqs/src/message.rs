@@ -25,8 +25,10 @@ pub(crate) const KIND_ATTRIBUTE: &str = "kind";
 pub(crate) const FORMAT_ATTRIBUTE: &str = "format";
 /// The attribute that carries the event's id.
 pub(crate) const ID_ATTRIBUTE: &str = "id";
-/// The data type of every attribute the output writes.
-const STRING_TYPE: &str = "String";
+/// The data type of the text attributes.
+pub(crate) const STRING_TYPE: &str = "String";
+/// The data type of the numeric attributes.
+pub(crate) const NUMBER_TYPE: &str = "Number";
 /// The longest FIFO group or deduplication id.
 const MAX_FIFO_ID_CHARS: usize = 128;
 
@@ -37,13 +39,20 @@ pub(crate) struct MessageSchema {
     pub(crate) group_id: Option<FieldTemplate>,
 }
 
-/// An event ready to send, with its size.
+/// A message ready to send: one event's document, or a packed message of
+/// several events (see [`crate::packed`]), with the size SQS counts.
 #[derive(Debug)]
 pub(crate) struct Message<'a> {
-    pub(crate) event: &'a Event,
-    body: String,
-    group_id: Option<String>,
-    deduplication_id: Option<String>,
+    /// The events it carries: dead-lettered together if SQS refuses it.
+    pub(crate) events: Vec<&'a Event>,
+    /// What SQS stores and hands out.
+    pub(crate) body: String,
+    /// `(name, data type, value)` of each message attribute.
+    pub(crate) attributes: Vec<(&'static str, &'static str, String)>,
+    /// FIFO queues only.
+    pub(crate) group_id: Option<String>,
+    /// FIFO queues only.
+    pub(crate) deduplication_id: Option<String>,
     /// The size SQS counts: body and attributes.
     pub(crate) size: usize,
 }
@@ -52,48 +61,90 @@ impl MessageSchema {
     /// The message of `event`.
     pub(crate) fn message<'a>(&self, event: &'a Event) -> Message<'a> {
         let body = serde_json::to_string(event).expect("an event's document always serializes");
-        let attributes_size = [
-            (KIND_ATTRIBUTE, event.kind.as_str()),
-            (FORMAT_ATTRIBUTE, event.format.as_str()),
-            (ID_ATTRIBUTE, event.id.as_str()),
-        ]
-        .iter()
-        .map(|(name, value)| name.len() + STRING_TYPE.len() + value.len())
-        .sum::<usize>();
-        Message {
-            event,
-            size: body.len() + attributes_size,
+        let attributes = vec![
+            (KIND_ATTRIBUTE, STRING_TYPE, event.kind.clone()),
+            (FORMAT_ATTRIBUTE, STRING_TYPE, event.format.as_str().to_owned()),
+            (ID_ATTRIBUTE, STRING_TYPE, event.id.clone()),
+        ];
+        Message::new(
+            vec![event],
             body,
-            group_id: self
-                .group_id
-                .as_ref()
-                .map(|template| fifo_group_id(&template.render(event))),
-            deduplication_id: self.group_id.as_ref().map(|_| fifo_deduplication_id(&event.id)),
+            attributes,
+            self.group_id(event),
+            self.group_id.as_ref().map(|_| fifo_deduplication_id(&event.id)),
+        )
+    }
+
+    /// The FIFO group of `event`; `None` on a standard queue.
+    pub(crate) fn group_id(&self, event: &Event) -> Option<String> {
+        self.group_id
+            .as_ref()
+            .map(|template| fifo_group_id(&template.render(event)))
+    }
+}
+
+impl<'a> Message<'a> {
+    /// A message of `events` with the size SQS counts worked out.
+    pub(crate) fn new(
+        events: Vec<&'a Event>,
+        body: String,
+        attributes: Vec<(&'static str, &'static str, String)>,
+        group_id: Option<String>,
+        deduplication_id: Option<String>,
+    ) -> Message<'a> {
+        let size = body.len() + attributes_size(&attributes);
+        Message {
+            events,
+            body,
+            attributes,
+            group_id,
+            deduplication_id,
+            size,
         }
     }
+}
+
+/// What SQS counts of the attributes: each one's name, data type and value.
+pub(crate) fn attributes_size(attributes: &[(&str, &str, String)]) -> usize {
+    attributes
+        .iter()
+        .map(|(name, data_type, value)| name.len() + data_type.len() + value.len())
+        .sum()
 }
 
 impl Message<'_> {
     /// The batch entry, named `id` within its request.
     pub(crate) fn entry(&self, id: usize) -> SendMessageBatchRequestEntry {
-        let attribute = |value: &str| {
-            MessageAttributeValue::builder()
-                .data_type(STRING_TYPE)
+        let mut entry = SendMessageBatchRequestEntry::builder()
+            .id(id.to_string())
+            .message_body(self.body.clone());
+        for (name, data_type, value) in &self.attributes {
+            let attribute = MessageAttributeValue::builder()
+                .data_type(*data_type)
                 .string_value(value)
                 .build()
-                .expect("the data type, the one required field, is set")
-        };
-        SendMessageBatchRequestEntry::builder()
-            .id(id.to_string())
-            .message_body(self.body.clone())
-            .message_attributes(KIND_ATTRIBUTE, attribute(&self.event.kind))
-            .message_attributes(FORMAT_ATTRIBUTE, attribute(self.event.format.as_str()))
-            .message_attributes(ID_ATTRIBUTE, attribute(&self.event.id))
+                .expect("the data type, the one required field, is set");
+            entry = entry.message_attributes(*name, attribute);
+        }
+        entry
             .set_message_group_id(self.group_id.clone())
             .set_message_deduplication_id(self.deduplication_id.clone())
             .build()
             .expect("the id and the body, the required fields, are set")
     }
+}
+
+/// The deduplication id of a packed message: the SHA-256 of its body. SQS
+/// drops a message as a duplicate only when this matches one it took in the
+/// last five minutes, that is only when the very same events were already
+/// sent together, so deduplication can never drop an event that is not in
+/// the queue.
+pub(crate) fn content_deduplication_id(body: &str) -> String {
+    hex_sha256(body.as_bytes())
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// A FIFO id character: printable ASCII, no space.
@@ -119,10 +170,7 @@ fn fifo_deduplication_id(id: &str) -> String {
     if (1..=MAX_FIFO_ID_CHARS).contains(&id.len()) && id.chars().all(fifo_char) {
         return id.to_owned();
     }
-    Sha256::digest(id.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex_sha256(id.as_bytes())
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use eventstash_plugin_api::{Backoff, Event, OutageReport, OutputMetrics};
 use tracing::{debug, error, info, warn};
 
 use crate::message::Message;
+use crate::metrics::RequestMetrics;
 use crate::retry::{FailureKind, RequestFailure, classify, entry_kind};
 
 /// What sending one request needs, borrowed from the output.
@@ -30,6 +31,8 @@ pub(crate) struct BatchSender<'a> {
     /// Failing requests (throttling aside): the output's health and a few
     /// log lines per outage, its recovery logged once.
     pub(crate) outage: &'a OutageReport,
+    /// Counts the calls, as SQS bills them.
+    pub(crate) requests: &'a RequestMetrics,
 }
 
 /// Events SQS refused, with the reasons for the dead-letter file.
@@ -49,7 +52,12 @@ impl BatchSender<'_> {
             return refused;
         };
         if let [message] = whole.messages[..] {
-            refused.push((message.event, refused_reason(&whole.reason)));
+            refused.extend(
+                message
+                    .events
+                    .iter()
+                    .map(|event| (*event, refused_reason(&whole.reason))),
+            );
             return refused;
         }
         debug!(
@@ -58,7 +66,8 @@ impl BatchSender<'_> {
         );
         for message in whole.messages {
             if let Err(alone) = self.send_until_done(vec![message], &mut refused).await {
-                refused.push((message.event, refused_reason(&alone.reason)));
+                let reason = refused_reason(&alone.reason);
+                refused.extend(message.events.iter().map(|event| (*event, reason.clone())));
             }
         }
         refused
@@ -75,6 +84,8 @@ impl BatchSender<'_> {
         let mut backoff = self.backoff.clone();
         loop {
             let entries = pending.iter().enumerate().map(|(id, m)| m.entry(id)).collect();
+            let payload = pending.iter().map(|message| message.size).sum();
+            self.requests.record("SendMessageBatch", payload);
             let sent = self
                 .client
                 .send_message_batch()
@@ -141,7 +152,8 @@ impl BatchSender<'_> {
             };
             match entry_kind(entry.code(), entry.sender_fault()) {
                 FailureKind::Refused => {
-                    refused.push((pending[index].event, refused_reason(&reason)));
+                    let reason = refused_reason(&reason);
+                    refused.extend(pending[index].events.iter().map(|event| (*event, reason.clone())));
                     done[index] = true;
                 }
                 kind => {

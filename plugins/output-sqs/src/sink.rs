@@ -1,4 +1,5 @@
-//! The running SQS output: turns a batch into messages, packs them into
+//! The running SQS output: turns a batch into messages (one per event, or
+//! packed, see [`crate::packed`]), puts them into
 //! `SendMessageBatch` requests of at most 10 messages and at most the
 //! queue's message size limit in total, sends several at once, and returns
 //! when every event is in SQS or dead-lettered.
@@ -10,6 +11,8 @@
 //! is found (a missing queue, an outage) the write waits and says why in
 //! the log and in the agent's health.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,6 +28,8 @@ use tracing::{error, info, warn};
 use crate::client::{ConnectionSettings, connect};
 use crate::error::SqsOutputError;
 use crate::message::{Message, MessageSchema};
+use crate::metrics::RequestMetrics;
+use crate::packed::Packer;
 use crate::queue::{QueueProblem, QueueRef, find};
 use crate::send_batch::BatchSender;
 
@@ -39,6 +44,8 @@ type Refused<'a> = Vec<(&'a Event, String)>;
 /// How sends are spread, bounded and retried: the checked send options.
 #[derive(Debug, Clone)]
 pub(crate) struct SendSettings {
+    /// `Some` with `codec = "packed"`: packs events into messages.
+    pub(crate) packer: Option<Arc<Packer>>,
     /// Requests one write sends at once.
     pub(crate) batches_in_flight: usize,
     /// The configured bound of one message and of one request's messages.
@@ -82,6 +89,8 @@ pub struct SqsOutput {
     /// Failing requests, shared by all requests in flight: reported on
     /// `health` and logged a few lines per outage.
     outage: OutageReport,
+    /// SQS calls made, as SQS bills them.
+    requests: RequestMetrics,
 }
 
 impl SqsOutput {
@@ -104,6 +113,7 @@ impl SqsOutput {
             health: ctx.health.clone(),
             plugin: ctx.plugin.clone(),
             outage: OutageReport::new(ctx.health.clone(), FAILURE_LOG_INTERVAL),
+            requests: RequestMetrics::new(&ctx.pipeline, &ctx.plugin),
         }
     }
 
@@ -161,6 +171,7 @@ impl SqsOutput {
             metrics: &self.metrics,
             plugin: &self.plugin,
             outage: &self.outage,
+            requests: &self.requests,
         };
         // The futures are made before the stream (rather than by a `map`
         // inside it) so that the stream holds no closure over a lifetime,
@@ -173,13 +184,20 @@ impl SqsOutput {
         refused
     }
 
-    /// Packs the batch's messages into requests of at most 10 messages and
-    /// `max_bytes` in total, and sets aside the events too large to send.
+    /// The batch's messages, packed into requests, and the events too
+    /// large to send.
     fn pack<'a>(&self, batch: &'a OutputBatch, max_bytes: usize) -> (Vec<Vec<Message<'a>>>, Refused<'a>) {
-        let mut requests = Vec::with_capacity(batch.len().div_ceil(MESSAGES_PER_REQUEST));
+        let (messages, refused) = match &self.settings.packer {
+            None => self.single_messages(batch, max_bytes),
+            Some(packer) => self.packed_messages(packer, batch, max_bytes),
+        };
+        (requests(messages, max_bytes), refused)
+    }
+
+    /// One message per event; the events too large for one set aside.
+    fn single_messages<'a>(&self, batch: &'a OutputBatch, max_bytes: usize) -> (Vec<Message<'a>>, Refused<'a>) {
+        let mut messages = Vec::with_capacity(batch.len());
         let mut refused = Vec::new();
-        let mut request: Vec<Message<'a>> = Vec::with_capacity(MESSAGES_PER_REQUEST);
-        let mut request_bytes = 0;
         for event in batch.iter() {
             let message = self.schema.message(event);
             if message.size > max_bytes {
@@ -191,17 +209,41 @@ impl SqsOutput {
                 refused.push((event, reason));
                 continue;
             }
-            if request.len() == MESSAGES_PER_REQUEST || request_bytes + message.size > max_bytes {
-                requests.push(std::mem::take(&mut request));
-                request_bytes = 0;
-            }
-            request_bytes += message.size;
-            request.push(message);
+            messages.push(message);
         }
-        if !request.is_empty() {
-            requests.push(request);
+        (messages, refused)
+    }
+
+    /// Events packed many to a message: all of them together on a standard
+    /// queue, each FIFO group apart (in order) on a FIFO queue.
+    fn packed_messages<'a>(
+        &self,
+        packer: &Packer,
+        batch: &'a OutputBatch,
+        max_bytes: usize,
+    ) -> (Vec<Message<'a>>, Refused<'a>) {
+        let mut messages = Vec::new();
+        let mut refused = Vec::new();
+        if self.schema.group_id.is_none() {
+            let events: Vec<&Event> = batch.iter().collect();
+            packer.pack(&events, None, max_bytes, &mut messages, &mut refused);
+            return (messages, refused);
         }
-        (requests, refused)
+        // Groups in the order of their first event, each in its own order.
+        let mut groups: Vec<(String, Vec<&Event>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for event in batch.iter() {
+            let group = self.schema.group_id(event).unwrap_or_default();
+            let slot = *index.entry(group.clone()).or_insert_with(|| {
+                groups.push((group, Vec::new()));
+                groups.len() - 1
+            });
+            groups[slot].1.push(event);
+        }
+        for (group, events) in groups {
+            packer.pack(&events, Some(group), max_bytes, &mut messages, &mut refused);
+        }
+        (messages, refused)
     }
 
     /// Writes refused events to the dead-letter file; only then do they
@@ -227,6 +269,29 @@ impl SqsOutput {
         );
         Ok(())
     }
+}
+
+/// Puts messages into requests of at most 10 messages and `max_bytes` in
+/// total, in order.
+fn requests(messages: Vec<Message<'_>>, max_bytes: usize) -> Vec<Vec<Message<'_>>> {
+    let mut requests = Vec::with_capacity(messages.len().div_ceil(MESSAGES_PER_REQUEST));
+    let mut request = Vec::with_capacity(MESSAGES_PER_REQUEST);
+    let mut request_bytes = 0;
+    for message in messages {
+        if request.len() == MESSAGES_PER_REQUEST || request_bytes + message.size > max_bytes {
+            requests.push(std::mem::replace(
+                &mut request,
+                Vec::with_capacity(MESSAGES_PER_REQUEST),
+            ));
+            request_bytes = 0;
+        }
+        request_bytes += message.size;
+        request.push(message);
+    }
+    if !request.is_empty() {
+        requests.push(request);
+    }
+    requests
 }
 
 #[async_trait]
