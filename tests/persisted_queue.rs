@@ -216,7 +216,7 @@ async fn a_full_persisted_queue_holds_the_producer_and_loses_nothing() {
     let stream = tokio::spawn(async move { store_stream(&client, events).await });
     // The queue fills to its 100 unfinished events, then the producer is
     // held: it takes no more.
-    let unfinished = || queue_gauge(&agent.metrics(), "pipeline").0;
+    let unfinished = || queue_gauge(&agent.metrics(), "persisted").0;
     wait_until("the persisted queue to fill", Duration::from_secs(15), || {
         unfinished() >= 90.0
     });

@@ -170,6 +170,13 @@ impl Agent {
         }
     }
 
+    /// The address of the first "gRPC input listening" line after byte
+    /// `log_offset` of the log, if there is one yet: where an agent started
+    /// again (on port 0) listens now.
+    pub fn listening_since(&self, log_offset: usize) -> Option<SocketAddr> {
+        logged_addr(self.log().get(log_offset..).unwrap_or_default(), "gRPC input listening")
+    }
+
     /// The metrics endpoint's address (`[metrics] bind`, port 0 allowed),
     /// from its "metrics and health endpoint listening" log line.
     pub fn metrics_addr(&self) -> SocketAddr {
@@ -301,6 +308,12 @@ fn watch_agent(pid: u32) {
             let limit = test_timeout();
             loop {
                 std::thread::sleep(Duration::from_millis(500));
+                // An agent some test replaced without telling the list has
+                // been reaped: only live processes count.
+                RUNNING_AGENTS
+                    .lock()
+                    .unwrap()
+                    .retain(|(pid, _)| Path::new(&format!("/proc/{pid}")).exists());
                 let agents = RUNNING_AGENTS.lock().unwrap().clone();
                 if let Some((pid, _)) = agents.iter().find(|(_, started)| started.elapsed() > limit) {
                     eprintln!(
