@@ -283,14 +283,14 @@ pub fn logged_addr(log: &str, message: &str) -> Option<SocketAddr> {
 }
 
 /// How long one agent may run before the test holding it counts as hung:
-/// `EVENTSTASH_TEST_TIMEOUT_SECS`, default 180 — the same bound as the
+/// `EVENTSTASH_TEST_TIMEOUT_SECS`, default 600 — the longest bound of the
 /// nextest profile in `.config/nextest.toml`, so that `cargo test`, which
 /// has no per-test timeout, cannot hang on an output retrying forever.
 pub fn test_timeout() -> Duration {
     let secs = std::env::var("EVENTSTASH_TEST_TIMEOUT_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(180);
+        .unwrap_or(600);
     Duration::from_secs(secs)
 }
 
