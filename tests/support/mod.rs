@@ -7,6 +7,15 @@ pub mod event_store;
 pub mod grpc_limits;
 pub mod security;
 pub mod sqs;
+mod sync_hold;
+mod watchdog;
+
+// Not every test binary uses them.
+#[allow(unused_imports)]
+pub use sync_hold::SyncHold;
+#[allow(unused_imports)]
+pub use watchdog::test_timeout;
+use watchdog::{forget_agent, watch_agent};
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
@@ -282,58 +291,6 @@ pub fn logged_addr(log: &str, message: &str) -> Option<SocketAddr> {
     })
 }
 
-/// How long one agent may run before the test holding it counts as hung:
-/// `EVENTSTASH_TEST_TIMEOUT_SECS`, default 600 — the longest bound of the
-/// nextest profile in `.config/nextest.toml`, so that `cargo test`, which
-/// has no per-test timeout, cannot hang on an output retrying forever.
-pub fn test_timeout() -> Duration {
-    let secs = std::env::var("EVENTSTASH_TEST_TIMEOUT_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(600);
-    Duration::from_secs(secs)
-}
-
-/// Agents running now, by pid, with their start: the watchdog's list.
-static RUNNING_AGENTS: std::sync::Mutex<Vec<(u32, Instant)>> = std::sync::Mutex::new(Vec::new());
-
-/// Puts an agent on the watchdog's list, starting the watchdog on first use.
-/// Past [`test_timeout`] the watchdog kills every agent this test process
-/// started and ends the process with a failure, naming the agent.
-fn watch_agent(pid: u32) {
-    static WATCHDOG: std::sync::Once = std::sync::Once::new();
-    RUNNING_AGENTS.lock().unwrap().push((pid, Instant::now()));
-    WATCHDOG.call_once(|| {
-        std::thread::spawn(|| {
-            let limit = test_timeout();
-            loop {
-                std::thread::sleep(Duration::from_millis(500));
-                // An agent some test replaced without telling the list has
-                // been reaped: only live processes count.
-                RUNNING_AGENTS
-                    .lock()
-                    .unwrap()
-                    .retain(|(pid, _)| Path::new(&format!("/proc/{pid}")).exists());
-                let agents = RUNNING_AGENTS.lock().unwrap().clone();
-                if let Some((pid, _)) = agents.iter().find(|(_, started)| started.elapsed() > limit) {
-                    eprintln!(
-                        "test timeout: agent pid {pid} has run for more than {limit:?}; the test holding it is hung"
-                    );
-                    for (pid, _) in &agents {
-                        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-                    }
-                    std::process::exit(101);
-                }
-            }
-        });
-    });
-}
-
-/// Takes an agent off the watchdog's list once it has ended.
-fn forget_agent(pid: u32) {
-    RUNNING_AGENTS.lock().unwrap().retain(|(p, _)| *p != pid);
-}
-
 /// Writes a file, creating its directories.
 pub fn write_file(path: &Path, text: &str) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -532,64 +489,6 @@ pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bo
             "timed out after {limit:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// The test-only hold in front of the agent's syncs (feature
-/// `fault-injection`, see `plugins/api/src/sync_hold.rs`): the test sees
-/// every sync the agent makes and can make syncs wait until it lets them go.
-pub struct SyncHold {
-    dir: tempfile::TempDir,
-}
-
-impl SyncHold {
-    pub fn new() -> SyncHold {
-        SyncHold {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    /// The environment variable that points the agent at this hold.
-    pub fn env(&self) -> (String, String) {
-        (
-            "EVENTSTASH_FAULT_SYNC_DIR".into(),
-            self.dir.path().display().to_string(),
-        )
-    }
-
-    /// Makes syncs at `point` (`file-output`, `queue`) wait; with a file
-    /// name (`point-name.jsonl`) only the syncs of that file.
-    pub fn hold(&self, point: &str) {
-        fs::write(self.dir.path().join(format!("hold-{point}")), "").unwrap();
-    }
-
-    /// Lets the held syncs go.
-    pub fn release(&self, point: &str) {
-        fs::remove_file(self.dir.path().join(format!("hold-{point}"))).unwrap();
-    }
-
-    /// The syncs made so far at `point` (those held included), as
-    /// `point file-name` lines.
-    pub fn syncs(&self, point: &str) -> Vec<String> {
-        fs::read_to_string(self.dir.path().join("syncs.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter(|line| line.split(' ').next() == Some(point))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// Waits until `count` syncs have been made at `point`.
-    pub fn wait_for_syncs(&self, point: &str, count: usize) {
-        wait_until(&format!("{count} syncs at {point}"), Duration::from_secs(10), || {
-            self.syncs(point).len() >= count
-        });
-    }
-}
-
-impl Default for SyncHold {
-    fn default() -> Self {
-        SyncHold::new()
     }
 }
 
