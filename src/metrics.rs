@@ -123,6 +123,8 @@ pub(crate) async fn serve(
         .route("/health", get(health_report))
         .with_state(endpoint);
     let listener = tokio::net::TcpListener::bind(bind).await?;
+    // The bound address, so that port 0 can be used and read back.
+    let bind = listener.local_addr().unwrap_or(bind);
     info!(%bind, "metrics and health endpoint listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

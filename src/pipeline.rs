@@ -133,6 +133,7 @@ pub fn start(
         tasks: tasks.clone(),
         queue: pipeline_queue,
         max_batch_events: config.queue.max_events.clamp(1, 4096),
+        max_batch_bytes: config.queue.max_bytes.max(1),
         persistence,
         replay_guard: replay_guard.clone(),
         events_in: events_in.clone(),

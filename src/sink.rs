@@ -44,6 +44,10 @@ pub(crate) struct PipelineSink {
     pub(crate) queue: QueueSender<PipelineItem>,
     /// Larger batches are split into parts of this many events.
     pub(crate) max_batch_events: usize,
+    /// ... and of at most this many bytes (the pipeline queue's
+    /// `max_bytes`), so that no part is larger than the whole queue, which
+    /// the queue would take alone, past its bound.
+    pub(crate) max_batch_bytes: usize,
     /// The persisted queue, written before queueing; `None` with the memory
     /// queue.
     pub(crate) persistence: Option<Arc<Persistence>>,
@@ -57,8 +61,8 @@ pub(crate) struct PipelineSink {
 impl EventSink for PipelineSink {
     async fn send(&self, mut batch: EventBatch) -> Result<(), SinkError> {
         // A batch larger than allowed is split, each part with its own claim.
-        while batch.events.len() > self.max_batch_events {
-            let tail = batch.events.split_off(self.max_batch_events);
+        while let Some(cut) = self.split_point(&batch.events) {
+            let tail = batch.events.split_off(cut);
             let head = EventBatch {
                 events: std::mem::replace(&mut batch.events, tail),
                 ack: batch.ack.share(),
@@ -75,6 +79,21 @@ impl EventSink for PipelineSink {
 }
 
 impl PipelineSink {
+    /// Where the first part of `events` ends if they do not fit one part:
+    /// after `max_batch_events` events, or before the event that takes the
+    /// part past `max_batch_bytes` (an event larger than that on its own
+    /// is a part of its own).
+    fn split_point(&self, events: &[Event]) -> Option<usize> {
+        let mut bytes = 0;
+        for (n, event) in events.iter().enumerate() {
+            bytes += event.size_estimate();
+            if n > 0 && (n >= self.max_batch_events || bytes > self.max_batch_bytes) {
+                return Some(n);
+            }
+        }
+        None
+    }
+
     async fn enqueue(&self, batch: EventBatch) -> Result<(), SinkError> {
         let (count, bytes) = (batch.events.len(), batch.size_estimate());
         let EventBatch { events, ack, flush } = batch;
@@ -172,6 +191,7 @@ mod tests {
         let sink = PipelineSink {
             queue,
             max_batch_events: 2,
+            max_batch_bytes: usize::MAX,
             persistence: persistence.map(Arc::new),
             events_in: Counter::noop(),
             total_in: Arc::new(AtomicU64::new(0)),
@@ -200,6 +220,32 @@ mod tests {
         assert!(poll!(&mut waiting).is_pending(), "one part is still unsettled");
         last.delivered();
         assert!(waiting.await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_the_queue_in_bytes_is_split_into_parts_that_fit() {
+        let (mut sink, mut receiver) = sink(None);
+        sink.max_batch_events = 100;
+        let (seven, _wait) = batch(7);
+        let event_size = seven.events[0].size_estimate();
+        // Room for two and a half events: parts of two.
+        sink.max_batch_bytes = event_size * 5 / 2;
+        sink.send(seven).await.unwrap();
+        let mut parts = Vec::new();
+        while let Ok(queued) = receiver.try_recv() {
+            parts.push(queued.item.events.len());
+        }
+        assert_eq!(parts, [2, 2, 2, 1]);
+
+        // An event larger than the bound on its own is a part of its own.
+        sink.max_batch_bytes = 1;
+        let (three, _wait) = batch(3);
+        sink.send(three).await.unwrap();
+        let mut parts = Vec::new();
+        while let Ok(queued) = receiver.try_recv() {
+            parts.push(queued.item.events.len());
+        }
+        assert_eq!(parts, [1, 1, 1]);
     }
 
     #[tokio::test]

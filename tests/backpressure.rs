@@ -1,6 +1,8 @@
-//! End to end: a slow output fills its bounded queue and the producer is
-//! slowed down by HTTP/2 flow control; memory stays bounded and nothing is
-//! lost.
+//! End to end: a slow output fills its bounded queue — by events or by
+//! bytes — and the producer is held back by HTTP/2 flow control: the
+//! queues' gauges show them full while the producer takes no more events;
+//! memory stays bounded, nothing is lost, and order is kept with several
+//! filter workers.
 
 mod support;
 
@@ -16,30 +18,49 @@ use support::*;
 const EVENTS: usize = 20_000;
 const PAYLOAD: usize = 8 * 1024;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_output_slows_the_producer_and_loses_nothing() {
-    // Queues of 100 events; the stdout output writes into a pipe that this
-    // test stops reading for a while.
-    let mut agent = Agent::start(stdout_pipeline("", "max_events = 100"));
+/// The pipeline queue's and the stdout output queue's (events, bytes).
+fn queue_gauges(agent: &Agent) -> [(f64, f64); 2] {
+    let text = agent.metrics();
+    ["pipeline", "output stdout#0"].map(|queue| queue_gauge(&text, queue))
+}
+
+/// Streams `events` events of 8 KiB at an agent whose stdout output nobody
+/// reads, with the `queue` keys given; shows that a queue filled to its
+/// bound (`full` says when the gauges count as full) and that the producer
+/// was then held; then reads everything and checks nothing was lost and
+/// memory stayed bounded.
+async fn stalled_output_holds_the_producer(queue: &str, events: usize, full: impl Fn([(f64, f64); 2]) -> bool) {
+    let total = events;
+    let mut agent = Agent::start(stdout_pipeline(
+        "",
+        &format!("{queue}\n[metrics]\nbind = \"127.0.0.1:0\""),
+    ));
     let stdout = agent.child.stdout.take().unwrap();
 
     let sent = Arc::new(AtomicUsize::new(0));
     let counter = sent.clone();
     let payload = format!("\"{}\"", "x".repeat(PAYLOAD));
-    let events = tokio_stream::iter(0..EVENTS).map(move |n| {
+    let events = tokio_stream::iter(0..total).map(move |n| {
         counter.fetch_add(1, Ordering::Relaxed);
         json_event("bp-", n, "k", &payload)
     });
     let client = agent.client().await;
     let stream = tokio::spawn(async move { store_stream(&client, events).await });
 
-    // Nobody reads: the producer must be held back, well short of the
-    // 160 MB it wants to send.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let sent_while_stalled = sent.load(Ordering::Relaxed);
+    // Nobody reads: the queues fill to their bound, and then the producer
+    // takes no more events, far short of the 160 MB it wants to send.
+    wait_until("the queues to fill", Duration::from_secs(15), || {
+        full(queue_gauges(&agent))
+    });
+    let held_at = wait_until_held(&sent);
+    let gauges = queue_gauges(&agent);
     assert!(
-        sent_while_stalled < EVENTS / 4,
-        "producer was not slowed: {sent_while_stalled} of {EVENTS} events taken while the output was stalled"
+        full(gauges),
+        "the queues drained while the producer was held: {gauges:?}"
+    );
+    assert!(
+        held_at < total / 4,
+        "producer was not held back: {held_at} of {total} events taken"
     );
     let stalled_rss = agent.peak_rss_kib();
 
@@ -49,7 +70,7 @@ async fn a_stalled_output_slows_the_producer_and_loses_nothing() {
         for line in BufReader::new(stdout).lines() {
             let document: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
             ids.insert(document["id"].as_str().unwrap().to_owned());
-            if ids.len() == EVENTS {
+            if ids.len() == total {
                 break;
             }
         }
@@ -58,10 +79,82 @@ async fn a_stalled_output_slows_the_producer_and_loses_nothing() {
     let response = stream.await.unwrap().expect("stream acknowledged");
     assert!(response);
     let ids = reader.join().unwrap();
-    assert_eq!(ids.len(), EVENTS, "every event came out");
+    assert_eq!(ids.len(), total, "every event came out");
 
     let peak_rss = agent.peak_rss_kib();
-    println!("sent while stalled: {sent_while_stalled}; peak RSS stalled {stalled_rss} KiB, overall {peak_rss} KiB");
+    println!(
+        "{queue}: held after {held_at} events, queues (events, bytes) {gauges:?}; peak RSS stalled {stalled_rss} KiB, overall {peak_rss} KiB"
+    );
     // 20,000 events of 8 KiB are 160 MiB; a bounded agent holds a few MiB of them.
     assert!(peak_rss < 64 * 1024, "peak RSS {peak_rss} KiB: memory is not bounded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_output_fills_its_queue_and_holds_the_producer_losing_nothing() {
+    // Queues of 100 events: the output's queue and the pipeline queue
+    // behind it both fill.
+    stalled_output_holds_the_producer("max_events = 100", EVENTS, |[pipeline, output]| {
+        pipeline.0 >= 90.0 && output.0 >= 90.0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_bytes_bounds_the_queues_and_holds_the_producer() {
+    // 10,000 events of room but 512 KiB: about 60 of these 8 KiB events
+    // fill a queue, so only the byte bound can be what holds the producer.
+    // (The events gauge also counts a batch part waiting for room, which
+    // takes its events' room first: a queue shows up to two parts.)
+    stalled_output_holds_the_producer("max_bytes = \"512KiB\"", 4000, |[pipeline, output]| {
+        let near_full = |bytes: f64| bytes >= 0.8 * 512.0 * 1024.0;
+        near_full(pipeline.1) && near_full(output.1) && pipeline.0 < 200.0 && output.0 < 200.0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_is_kept_with_several_filter_workers() {
+    // Four workers filter small batches at once; four producers stream
+    // concurrently. Each producer's events must come out in its order.
+    let config = FILE_PIPELINE.replace(
+        "shutdown_timeout_ms = 10000",
+        "shutdown_timeout_ms = 10000\nworkers = 4\nbatch_size = 7",
+    ) + "\n[[filters]]\ntype = \"protobuf\"\nprotos = \"protos/**/*.proto\"\n";
+    let mut options = AgentOptions::new(&config);
+    let address_book = std::fs::read_to_string(repo_root().join("protos/examples/contact/addressbook.proto")).unwrap();
+    options
+        .files
+        .push(("protos/contact/addressbook.proto".into(), address_book));
+    let agent = Agent::start(options);
+    let mut producers = Vec::new();
+    for producer in 0..4 {
+        let client = agent.client().await;
+        producers.push(tokio::spawn(async move {
+            let prefix = format!("w{producer}-");
+            let events =
+                tokio_stream::iter(0..500).map(move |n| json_event(&prefix, n, "k", &format!("{{\"n\":{n}}}")));
+            store_stream(&client, events).await
+        }));
+    }
+    for producer in producers {
+        assert_eq!(producer.await.unwrap().ok(), Some(true));
+    }
+    let ids: Vec<String> = read_documents(&agent.path("events/k.jsonl"))
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 2000);
+    for producer in 0..4 {
+        let prefix = format!("w{producer}-");
+        let order: Vec<usize> = ids
+            .iter()
+            .filter_map(|id| id.strip_prefix(&prefix))
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(
+            order,
+            (0..500).collect::<Vec<_>>(),
+            "producer {producer}'s events out of order"
+        );
+    }
 }

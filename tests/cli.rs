@@ -82,22 +82,91 @@ fn validate_rejects_a_wrong_type_and_an_unset_variable() {
 #[test]
 fn run_with_a_bad_config_starts_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = format!(
-        "[[inputs]]\ntype = \"grpc\"\nbind = \"127.0.0.1:{port}\"\n[[outputs]]\ntype = \"file\"\npath = \"x\"\n[[outputs]]\ntype = \"nope\"\n"
-    );
+    // A good input and persisted queue, a bad second output: starting any
+    // of it leaves a trace that outlives the process — the input's
+    // "listening" line, the queue's directory, the output's directory.
+    let config = "[queue]\ntype = \"persisted\"\npath = \"queue\"\n\
+                  [[inputs]]\ntype = \"grpc\"\nbind = \"127.0.0.1:0\"\n\
+                  [[outputs]]\ntype = \"file\"\npath = \"events/x\"\n[[outputs]]\ntype = \"nope\"\n";
     std::fs::write(dir.path().join("p.toml"), config).unwrap();
     let output = Command::new(EVENTSTASH)
         .args(["run", "-c", "p.toml"])
         .current_dir(dir.path())
+        .env("LOG_LEVEL", "debug")
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown output type \"nope\""));
-    assert!(
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
-        "the input must not have started"
-    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unknown output type \"nope\""), "{stderr}");
+    assert!(!stderr.contains("listening"), "the input started:\n{stderr}");
+    assert!(!dir.path().join("queue").exists(), "the queue was opened:\n{stderr}");
+    assert!(!dir.path().join("events").exists(), "the output started:\n{stderr}");
+}
+
+#[test]
+fn queue_inspect_exits_one_when_the_queue_cannot_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[queue]\ntype = \"persisted\"\npath = \"queue\"\n\
+                  [[inputs]]\ntype = \"grpc\"\n[[outputs]]\ntype = \"stdout\"\n";
+    std::fs::write(dir.path().join("p.toml"), config).unwrap();
+    // Where the queue's directory should be, a regular file.
+    std::fs::write(dir.path().join("queue"), "not a queue").unwrap();
+    let output = Command::new(EVENTSTASH)
+        .args(["queue", "inspect", "-c", "p.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("queue"), "the queue is not named: {stderr}");
+}
+
+/// A pipeline `id` with a gRPC input on a port of its own and a file output
+/// under `id/`.
+fn numbered_pipeline(id: &str) -> String {
+    format!(
+        "[pipeline]\nid = \"{id}\"\n[[inputs]]\ntype = \"grpc\"\nbind = \"127.0.0.1:{{port}}\"\n\
+         [[outputs]]\ntype = \"file\"\npath = \"{id}/%{{index}}.jsonl\"\n"
+    )
+}
+
+/// Starts `run` with `args` over the pipelines `one`, `two` (and a third,
+/// `three`, that only a glob picks up), sends an event to each input and
+/// checks each pipeline stored its own.
+async fn run_serves_every_pipeline(args: &[&str], expected: &[&str]) {
+    let mut options = AgentOptions::new("");
+    for id in ["one", "two"] {
+        options.files.push((format!("conf/{id}.toml"), numbered_pipeline(id)));
+    }
+    options
+        .files
+        .push(("conf/more/three.toml".into(), numbered_pipeline("three")));
+    let agent = Agent::start_with_args(options, args);
+    wait_until("every input listening", std::time::Duration::from_secs(10), || {
+        agent.grpc_addrs().len() == expected.len()
+    });
+    for (n, addr) in agent.grpc_addrs().into_iter().enumerate() {
+        let mut client = eventstash_client::Client::connect(addr.to_string()).await.unwrap();
+        store_ok(&mut client, vec![json_event("multi-", n, "k", "1")]).await;
+    }
+    let mut stored = Vec::new();
+    for id in ["one", "two", "three"] {
+        if let Ok(documents) = std::fs::read_to_string(agent.path(&format!("{id}/k.jsonl"))) {
+            assert_eq!(documents.lines().count(), 1, "{id}: {documents}");
+            stored.push(id);
+        }
+    }
+    assert_eq!(stored, expected, "{}", agent.log());
+}
+
+#[tokio::test]
+async fn run_takes_several_config_files() {
+    run_serves_every_pipeline(&["-c", "conf/one.toml", "-c", "conf/two.toml"], &["one", "two"]).await;
+}
+
+#[tokio::test]
+async fn run_takes_a_glob() {
+    run_serves_every_pipeline(&["-c", "conf/**/*.toml"], &["one", "two", "three"]).await;
 }
 
 #[test]

@@ -65,6 +65,7 @@ async fn a_filter_panic_flags_its_event_and_its_neighbours_are_filtered() {
 /// Starts the agent again in its directory; true once it serves, false if
 /// it died first.
 fn start_again(agent: &mut Agent) -> bool {
+    let log_offset = agent.log().len();
     let log = std::fs::OpenOptions::new()
         .append(true)
         .open(agent.path("agent.log"))
@@ -83,8 +84,12 @@ fn start_again(agent: &mut Agent) -> bool {
         if agent.child.try_wait().unwrap().is_some() {
             return false;
         }
-        if healthcheck(agent.addr) {
-            return true;
+        // The pipeline binds port 0: the new process names its port.
+        if let Some(addr) = agent.listening_since(log_offset) {
+            agent.addr = addr;
+            if healthcheck(addr) {
+                return true;
+            }
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -44,6 +44,9 @@ inflight_timeout_ms = 3000
 [[outputs]]
 type = "file"
 path = "events/%{{index}}.jsonl"
+
+[metrics]
+bind = "127.0.0.1:0"
 "#
     );
     let agent = Agent::start(AgentOptions::new(&config));
@@ -56,8 +59,21 @@ path = "events/%{{index}}.jsonl"
     let streams: Vec<_> = (0..STREAMS)
         .map(|n| start_partial_message(&channels[n % CONNECTIONS], DECLARED, SENT))
         .collect();
-    // Let the producers push all they can.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Let the producers push all they can: until the in-flight budget is
+    // taken and the agent's memory has stopped growing.
+    let budget = (MAX_INFLIGHT_MIB * 1024 * 1024) as f64;
+    wait_until("the in-flight budget to fill", Duration::from_secs(10), || {
+        metric_value(&agent.metrics(), "eventstash_grpc_inflight_bytes", &[]).unwrap_or(0.0) >= 0.9 * budget
+    });
+    let mut last_rss = agent.peak_rss_kib();
+    let mut steady_since = Instant::now();
+    wait_until("the agent's memory to stop growing", Duration::from_secs(10), || {
+        let rss = agent.peak_rss_kib();
+        if rss != last_rss {
+            (last_rss, steady_since) = (rss, Instant::now());
+        }
+        steady_since.elapsed() >= Duration::from_millis(500)
+    });
 
     // A well-behaved producer is answered at once, stored or told to come
     // back later, never left hanging; retrying as gRPC clients do, it gets

@@ -156,13 +156,24 @@ async fn oversized_message_gets_resource_exhausted_and_the_agent_keeps_serving()
     let agent = Agent::start(AgentOptions::new(&config));
     let mut client = agent.client().await;
     let big = format!("\"{}\"", "x".repeat(100 * 1024));
-    let status = store(&mut client, vec![json_event("big-", 0, "k", &big)])
-        .await
-        .unwrap_err();
+    // Ten events, then the oversized one, then one that must not be read.
+    let mut events: Vec<_> = (0..10).map(|n| json_event("before-", n, "k", "1")).collect();
+    events.push(json_event("big-", 0, "k", &big));
+    events.push(json_event("after-", 0, "k", "1"));
+    let status = store(&mut client, events).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
 
     let mut client = agent.client().await;
     store_ok(&mut client, vec![json_event("small-", 0, "k", "1")]).await;
+    // The events before the oversized one are kept, in order; nothing of
+    // it or after it.
+    let ids: Vec<String> = read_documents(&agent.path("events/k.jsonl"))
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut expected: Vec<String> = (0..10).map(|n| format!("before-{n}")).collect();
+    expected.push("small-0".into());
+    assert_eq!(ids, expected);
 }
 
 #[tokio::test]

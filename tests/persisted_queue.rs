@@ -190,15 +190,19 @@ fn restart_and_expect_delivered(
         wait_for_log(agent, needle);
     }
     agent.signal("TERM");
-    agent.wait_exit(Duration::from_secs(10));
+    let (status, _) = agent.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "a clean drain exits 0:\n{}", agent.log());
     let delivered: HashSet<String> = before.union(&after.join().unwrap()).cloned().collect();
     let found = sent.intersection(&delivered).count();
     assert!(sent.is_subset(&delivered), "{found} of {} delivered", sent.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_persisted_queue_slows_the_producer_and_loses_nothing() {
-    let mut agent = Agent::start(stdout_pipeline("", "type = \"persisted\"\nmax_events = 100"));
+async fn a_full_persisted_queue_holds_the_producer_and_loses_nothing() {
+    let mut agent = Agent::start(stdout_pipeline(
+        "",
+        "type = \"persisted\"\nmax_events = 100\n[metrics]\nbind = \"127.0.0.1:0\"",
+    ));
     let stdout = agent.child.stdout.take().unwrap();
     const EVENTS: usize = 20_000;
     let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -210,20 +214,25 @@ async fn a_full_persisted_queue_slows_the_producer_and_loses_nothing() {
     });
     let client = agent.client().await;
     let stream = tokio::spawn(async move { store_stream(&client, events).await });
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let sent_while_stalled = sent.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(
-        sent_while_stalled < EVENTS / 4,
-        "producer not slowed: {sent_while_stalled} events taken"
-    );
+    // The queue fills to its 100 unfinished events, then the producer is
+    // held: it takes no more.
+    let unfinished = || queue_gauge(&agent.metrics(), "persisted").0;
+    wait_until("the persisted queue to fill", Duration::from_secs(15), || {
+        unfinished() >= 90.0
+    });
+    let held_at = wait_until_held(&sent);
+    let depth = unfinished();
+    assert!(depth >= 90.0, "the queue drained while the producer was held: {depth}");
+    assert!(held_at < EVENTS / 4, "producer not held: {held_at} events taken");
 
     let reader = collect_ids(stdout);
     assert!(stream.await.unwrap().expect("acknowledged"));
     let peak_rss = agent.peak_rss_kib();
     agent.signal("TERM");
-    agent.wait_exit(Duration::from_secs(10));
+    let (status, _) = agent.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "a clean drain exits 0:\n{}", agent.log());
     let ids = reader.join().unwrap();
-    println!("persisted queue full: {sent_while_stalled} taken while stalled, peak RSS {peak_rss} KiB");
+    println!("persisted queue full: held after {held_at} events, {depth} unfinished; peak RSS {peak_rss} KiB");
     assert_eq!(ids.len(), EVENTS, "every event came out");
     assert!(peak_rss < 64 * 1024, "peak RSS {peak_rss} KiB: memory is not bounded");
 }
@@ -255,7 +264,8 @@ async fn a_full_disk_fails_streams_cleanly_and_keeps_what_was_acknowledged() {
     assert!(!acked.is_empty());
     assert!(healthcheck(agent.addr), "the agent stays up after a full disk");
     agent.signal("TERM");
-    agent.wait_exit(Duration::from_secs(10));
+    let (exit, _) = agent.wait_exit(Duration::from_secs(10));
+    assert_eq!(exit.code(), Some(0), "a clean drain exits 0:\n{}", agent.log());
     let delivered = reader.join().unwrap();
     println!("disk full after {} acknowledged events: {status:?}", acked.len());
     assert!(
@@ -266,15 +276,83 @@ async fn a_full_disk_fails_streams_cleanly_and_keeps_what_was_acknowledged() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interval_syncs_and_delivered_acks_work_end_to_end() {
     let config = persisted_file_pipeline("ack = \"delivered\"\nsync = \"interval\"\nsync_interval_ms = 100");
-    let agent = Agent::start(AgentOptions::new(&config));
+    let hold = SyncHold::new();
+    let mut options = AgentOptions::new(&config);
+    options.env.push(hold.env());
+    let mut agent = Agent::start(options);
     let mut client = agent.client().await;
     let events: Vec<_> = (0..300).map(|n| json_event("iv-", n, "k", "1")).collect();
     store_ok(&mut client, events).await;
-    // With ack = "delivered" the file already holds them when the ack comes.
+    // With ack = "delivered" the file already holds them when the ack comes,
+    // and the queue synced them (the sync hold saw it).
     assert_eq!(ids_in_file(&agent).len(), 300);
+    let queue_syncs = hold.syncs("queue");
+    assert!(!queue_syncs.is_empty(), "the persisted queue never synced");
+    assert!(queue_syncs.iter().all(|line| line.ends_with(".seg")), "{queue_syncs:?}");
+    agent.signal("TERM");
+    let (status, _) = agent.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "a clean drain exits 0:\n{}", agent.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_the_replay_comes_in_order_before_new_events() {
+    // The file output's sync is held: what the first run queued is never
+    // finished, so all of it is replayed after kill -9.
+    let hold = SyncHold::new();
+    hold.hold("file-output");
+    let mut options = AgentOptions::new(&persisted_file_pipeline(""));
+    options.env.push(hold.env());
+    let mut agent = Agent::start(options);
+    let mut client = agent.client().await;
+    for stream in 0..4 {
+        let prefix = format!("old-{stream}-");
+        store_ok(
+            &mut client,
+            (0..250).map(|n| json_event(&prefix, n, "k", "1")).collect(),
+        )
+        .await;
+    }
+    hold.wait_for_syncs("file-output", 1);
+    agent.signal("KILL");
+    agent.wait_exit(Duration::from_secs(10));
+    // Lines the held batch wrote before its sync stay in the page cache.
+    let written_before = std::fs::read_to_string(agent.path("events/k.jsonl"))
+        .unwrap_or_default()
+        .len();
+
+    agent.restart(&[], false);
+    let mut client = agent.client().await;
+    store_ok(&mut client, (0..100).map(|n| json_event("new-", n, "k", "1")).collect()).await;
+    let path = agent.path("events/k.jsonl");
+    wait_until("the replay and the new events", Duration::from_secs(10), || {
+        std::fs::read_to_string(&path).unwrap_or_default()[written_before..]
+            .lines()
+            .count()
+            >= 1100
+    });
+    let text = std::fs::read_to_string(&path).unwrap();
+    let ids: Vec<String> = text[written_before..]
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let mut expected: Vec<String> = (0..4)
+        .flat_map(|stream| (0..250).map(move |n| format!("old-{stream}-{n}")))
+        .collect();
+    expected.extend((0..100).map(|n| format!("new-{n}")));
+    assert_eq!(ids.len(), expected.len(), "{}", agent.log());
+    let first_wrong = ids.iter().zip(&expected).position(|(got, want)| got != want);
+    assert_eq!(
+        first_wrong, None,
+        "after the restart the file does not hold the replay in order, then the new events"
+    );
 }
 
 #[test]
@@ -285,8 +363,7 @@ fn a_second_agent_on_the_same_queue_directory_exits_2_naming_it_and_the_holder()
     let first = Agent::start(AgentOptions::new(&pipeline));
 
     let second = tempfile::tempdir().unwrap();
-    let port = free_port().to_string();
-    std::fs::write(second.path().join("pipeline.toml"), pipeline.replace("{port}", &port)).unwrap();
+    std::fs::write(second.path().join("pipeline.toml"), pipeline.replace("{port}", "0")).unwrap();
     let mut child = std::process::Command::new(EVENTSTASH)
         .args(["run", "-c", "pipeline.toml"])
         .current_dir(second.path())

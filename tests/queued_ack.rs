@@ -11,14 +11,17 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 /// A persisted queue acknowledging on sync, in front of an Elasticsearch
-/// output whose cluster does not answer (nobody listens on its port).
-fn queued_ack_with_output_down() -> String {
-    let dead = free_port();
-    format!(
+/// output whose cluster does not answer: the returned listener holds its
+/// port (so no other process can take it) and never accepts.
+fn queued_ack_with_output_down() -> (String, std::net::TcpListener) {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = silent.local_addr().unwrap().port();
+    let config = format!(
         "[pipeline]\nshutdown_timeout_ms = 1000\n[queue]\ntype = \"persisted\"\nack = \"queued\"\n\
          [[inputs]]\ntype = \"grpc\"\nbind = \"127.0.0.1:{{port}}\"\n\
          [[outputs]]\ntype = \"elasticsearch\"\nhosts = [\"http://127.0.0.1:{dead}\"]\nindex = \"evt-%{{index}}\"\n"
-    )
+    );
+    (config, silent)
 }
 
 /// Sends `count` events, then ends the stream only after `end_after`.
@@ -44,7 +47,8 @@ async fn store_with_late_end(agent: &Agent, prefix: &str, count: usize, end_afte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_ack_answers_streams_that_end_late_while_the_output_is_down() {
-    let agent = Agent::start(AgentOptions::new(&queued_ack_with_output_down()));
+    let (config, _silent) = queued_ack_with_output_down();
+    let agent = Agent::start(AgentOptions::new(&config));
     for (stream, end_after) in [0, 200, 600].into_iter().enumerate() {
         let prefix = format!("s{stream}-");
         let outcome = store_with_late_end(&agent, &prefix, 10, Duration::from_millis(end_after)).await;
@@ -58,7 +62,8 @@ async fn queued_ack_answers_streams_that_end_late_while_the_output_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_ack_answers_an_empty_stream_while_the_output_is_down() {
-    let agent = Agent::start(AgentOptions::new(&queued_ack_with_output_down()));
+    let (config, _silent) = queued_ack_with_output_down();
+    let agent = Agent::start(AgentOptions::new(&config));
     let outcome = store_with_late_end(&agent, "empty-", 0, Duration::from_millis(100)).await;
     assert_eq!(outcome, Ok(true));
 }

@@ -36,6 +36,8 @@ pub(super) struct InputStarter {
     pub(super) queue: QueueSender<PipelineItem>,
     /// Largest batch a sink queues at once; larger ones are split.
     pub(super) max_batch_events: usize,
+    /// ... and in bytes: the pipeline queue's `max_bytes`.
+    pub(super) max_batch_bytes: usize,
     /// The persisted queue, if any: sinks write to it before queueing.
     pub(super) persistence: Option<Arc<Persistence>>,
     /// The crash-loop guard of the persisted queue's replay.
@@ -69,6 +71,7 @@ impl InputStarter {
                 sink: Box::new(PipelineSink {
                     queue: self.queue.clone(),
                     max_batch_events: self.max_batch_events,
+                    max_batch_bytes: self.max_batch_bytes,
                     persistence: self.persistence.clone(),
                     events_in: counter!(EVENTS_IN, &labels),
                     total_in: self.events_in.clone(),

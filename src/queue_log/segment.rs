@@ -286,6 +286,7 @@ impl SegmentWriter {
         // failure Linux may drop them and report the next fsync as a
         // success, so the tail is treated as lost and writing moves on.
         self.dirty = false;
+        eventstash_plugin_api::sync_hold::before_sync("queue", &self.path);
         self.file.sync_data().map_err(|error| {
             self.spoiled = true;
             QueueLogError::io("fsync", &self.path)(error)

@@ -15,7 +15,7 @@ use tonic::codegen::Service as _;
 use tonic::codegen::http;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{Agent, AgentOptions, EVENTSTASH, free_port, healthcheck};
+use super::{Agent, AgentOptions, EVENTSTASH, healthcheck};
 
 /// The path of the event service's one method.
 const STORE_EVENT: &str = "/hfx.v1.EventStash/StoreEvent";
@@ -24,8 +24,8 @@ const STORE_EVENT: &str = "/hfx.v1.EventStash/StoreEvent";
 /// shell that then becomes the agent, and waits until it is SERVING.
 pub fn start_with_open_file_limit(options: AgentOptions, soft: u64, hard: u64) -> Agent {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = options.config.replace("{port}", &port.to_string());
+    // Port 0: the agent names the port it bound in its log.
+    let config = options.config.replace("{port}", "0");
     fs::write(dir.path().join("pipeline.toml"), config).unwrap();
     let log = fs::File::create(dir.path().join("agent.log")).unwrap();
     let script = r#"ulimit -Sn "$2" && ulimit -Hn "$1" && exec "$3" run -c pipeline.toml"#;
@@ -41,9 +41,10 @@ pub fn start_with_open_file_limit(options: AgentOptions, soft: u64, hard: u64) -
         .unwrap();
     let mut agent = Agent {
         dir,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         child,
     };
+    agent.addr = agent.wait_for_listening(0);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !healthcheck(agent.addr) {
         if let Ok(Some(status)) = agent.child.try_wait() {

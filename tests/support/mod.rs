@@ -7,6 +7,15 @@ pub mod event_store;
 pub mod grpc_limits;
 pub mod security;
 pub mod sqs;
+mod sync_hold;
+mod watchdog;
+
+// Not every test binary uses them.
+#[allow(unused_imports)]
+pub use sync_hold::SyncHold;
+#[allow(unused_imports)]
+pub use watchdog::test_timeout;
+use watchdog::{forget_agent, watch_agent};
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
@@ -86,10 +95,12 @@ pub fn stdout_pipeline(pipeline: &str, queue: &str) -> AgentOptions {
 
 impl Agent {
     /// Starts an agent and waits until its health service says SERVING.
+    /// `{port}` in the config becomes 0: the agent binds a port the system
+    /// picks and names it in its "gRPC input listening" log line, which is
+    /// where `addr` comes from (no free port probed and bound later).
     pub fn start(options: AgentOptions) -> Agent {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let config = options.config.replace("{port}", &port.to_string());
+        let config = options.config.replace("{port}", "0");
         fs::write(dir.path().join("pipeline.toml"), config).unwrap();
         for (relative, text) in &options.files {
             write_file(&dir.path().join(relative), text);
@@ -102,20 +113,96 @@ impl Agent {
         );
         let mut agent = Agent {
             dir,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             child,
         };
+        agent.addr = agent.wait_for_listening(0);
         agent.wait_until_serving();
         agent
     }
 
-    /// Starts the agent again in the same directory, on the same port, once
-    /// the previous process has exited (or been killed). Its log is appended.
+    /// Starts `eventstash run` with `run_args` (`-c` files or globs, which
+    /// `options.files` can provide) and waits until the first gRPC input it
+    /// reports is SERVING; `{port}` in the files becomes 0. `addr` is that
+    /// first input; [`Agent::grpc_addrs`] lists them all.
+    pub fn start_with_args(options: AgentOptions, run_args: &[&str]) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        for (relative, text) in &options.files {
+            write_file(&dir.path().join(relative), &text.replace("{port}", "0"));
+        }
+        let child = launch_with(dir.path(), &options.env, options.pipe_stdout, None, run_args);
+        let mut agent = Agent {
+            dir,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            child,
+        };
+        agent.addr = agent.wait_for_listening(0);
+        agent.wait_until_serving();
+        agent
+    }
+
+    /// Every gRPC input's address, in the order their "listening" lines came.
+    pub fn grpc_addrs(&self) -> Vec<SocketAddr> {
+        self.log()
+            .lines()
+            .filter_map(|line| logged_addr(line, "gRPC input listening"))
+            .collect()
+    }
+
+    /// Starts the agent again in the same directory once the previous
+    /// process has exited (or been killed), on the port it reports (a new
+    /// one when the config says port 0). Its log is appended.
     pub fn restart(&mut self, env: &[(String, String)], pipe_stdout: bool) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        forget_agent(self.child.id());
+        let log_offset = self.log().len();
         self.child = launch(self.dir.path(), env, pipe_stdout, None);
+        self.addr = self.wait_for_listening(log_offset);
         self.wait_until_serving();
+    }
+
+    /// The address in the first "gRPC input listening" line of the log
+    /// after `log_offset`, once it is there.
+    fn wait_for_listening(&mut self, log_offset: usize) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.log();
+            if let Some(addr) = logged_addr(log.get(log_offset..).unwrap_or_default(), "gRPC input listening") {
+                return addr;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("agent exited early with {status}:\n{log}");
+            }
+            assert!(Instant::now() < deadline, "agent never said where it listens:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The address of the first "gRPC input listening" line after byte
+    /// `log_offset` of the log, if there is one yet: where an agent started
+    /// again (on port 0) listens now.
+    pub fn listening_since(&self, log_offset: usize) -> Option<SocketAddr> {
+        logged_addr(self.log().get(log_offset..).unwrap_or_default(), "gRPC input listening")
+    }
+
+    /// The metrics endpoint's address (`[metrics] bind`, port 0 allowed),
+    /// from its "metrics and health endpoint listening" log line.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if let Some(addr) = logged_addr(&log, "metrics and health endpoint listening") {
+                return addr;
+            }
+            assert!(Instant::now() < deadline, "no metrics endpoint in the log:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The agent's `/metrics` text.
+    pub fn metrics(&self) -> String {
+        http_get(self.metrics_addr(), "/metrics").1
     }
 
     fn wait_until_serving(&mut self) {
@@ -186,7 +273,22 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        forget_agent(self.child.id());
     }
+}
+
+/// The address a log line containing `message` names: the text format's
+/// `addr=` / `bind=` field or the JSON format's `"addr"` / `"bind"`.
+pub fn logged_addr(log: &str, message: &str) -> Option<SocketAddr> {
+    let line = log.lines().find(|line| line.contains(message))?;
+    ["addr=", "bind=", "\"addr\":\"", "\"bind\":\""].iter().find_map(|key| {
+        let start = line.find(key)? + key.len();
+        let rest = &line[start..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || c == '"' || c == ',')
+            .unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    })
 }
 
 /// Writes a file, creating its directories.
@@ -205,6 +307,16 @@ pub fn wait_for_log(agent: &Agent, needle: &str) {
 }
 
 fn launch(dir: &Path, env: &[(String, String)], pipe_stdout: bool, file_size_limit_kib: Option<u64>) -> Child {
+    launch_with(dir, env, pipe_stdout, file_size_limit_kib, &["-c", "pipeline.toml"])
+}
+
+fn launch_with(
+    dir: &Path,
+    env: &[(String, String)],
+    pipe_stdout: bool,
+    file_size_limit_kib: Option<u64>,
+    run_args: &[&str],
+) -> Child {
     let stderr = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -215,17 +327,18 @@ fn launch(dir: &Path, env: &[(String, String)], pipe_stdout: bool, file_size_lim
         // process (SIGXFSZ ignored), as writes to a full disk fail.
         Some(limit) => {
             let mut bash = Command::new("bash");
-            let script = r#"trap '' XFSZ; ulimit -f "$1"; exec "$2" run -c pipeline.toml"#;
-            bash.args(["-c", script, "limit", &limit.to_string(), EVENTSTASH]);
+            let script = r#"trap '' XFSZ; ulimit -f "$1"; shift; exec "$@""#;
+            bash.args(["-c", script, "limit", &limit.to_string(), EVENTSTASH, "run"]);
+            bash.args(run_args);
             bash
         }
         None => {
             let mut agent = Command::new(EVENTSTASH);
-            agent.args(["run", "-c", "pipeline.toml"]);
+            agent.arg("run").args(run_args);
             agent
         }
     };
-    command
+    let child = command
         .current_dir(dir)
         .env("LOG_LEVEL", "info")
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -233,7 +346,9 @@ fn launch(dir: &Path, env: &[(String, String)], pipe_stdout: bool, file_size_lim
         .stdout(if pipe_stdout { Stdio::piped() } else { Stdio::null() })
         .stderr(stderr)
         .spawn()
-        .unwrap()
+        .unwrap();
+    watch_agent(child.id());
+    child
 }
 
 /// Runs `eventstash healthcheck` against `addr`: true when it exits 0.
@@ -362,4 +477,49 @@ pub fn run_ok(command: &mut Command) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
+}
+
+/// Waits until `condition` holds, polling every 10 ms; fails the test,
+/// saying `what`, after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What the queue `queue` (`pipeline`, `output <id>`) holds, as
+/// (events, bytes), from a `/metrics` text; zeros before it is reported.
+pub fn queue_gauge(metrics: &str, queue: &str) -> (f64, f64) {
+    let labels = [("queue", queue)];
+    (
+        metric_value(metrics, "eventstash_queue_events", &labels).unwrap_or(0.0),
+        metric_value(metrics, "eventstash_queue_bytes", &labels).unwrap_or(0.0),
+    )
+}
+
+/// Waits until a producer's count of events `sent` stays put for 300 ms —
+/// the producer is held — and returns it; fails after 15 s.
+pub fn wait_until_held(sent: &std::sync::atomic::AtomicUsize) -> usize {
+    use std::sync::atomic::Ordering;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = sent.load(Ordering::Relaxed);
+    let mut since = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = sent.load(Ordering::Relaxed);
+        if now != last {
+            (last, since) = (now, Instant::now());
+        } else if since.elapsed() >= Duration::from_millis(300) {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the producer was never held: {now} events taken"
+        );
+    }
 }

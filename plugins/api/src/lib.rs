@@ -26,6 +26,7 @@ mod outage;
 mod plugin;
 mod replay;
 mod retry;
+pub mod sync_hold;
 mod template;
 
 pub use ack::{AckError, AckHandle, AckWait, ack_group};

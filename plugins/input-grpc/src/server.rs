@@ -71,6 +71,9 @@ impl GrpcInput {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| GrpcInputError::Listen { addr, source })?;
+        // With port 0 the system picks the port; the "listening" line names
+        // the one bound (a documented interface: tests and scripts read it).
+        let addr = listener.local_addr().unwrap_or(addr);
         let (health, health_service) = tonic_health::server::health_reporter();
         let reporting = tokio::spawn(report_health(health.clone(), ctx.serving.clone()));
 
@@ -86,6 +89,7 @@ impl GrpcInput {
             streams.clone(),
             StreamMetrics::new(&ctx.context),
             limits.max_json_depth,
+            ctx.shutdown.clone(),
         );
         let event_stash = EventStashServer::new(service).max_decoding_message_size(limits.max_message_size);
         let (reflection, reflection_v1alpha) = reflection_services(event_store.is_some())?;

@@ -27,6 +27,7 @@ use eventstash_plugin_api::{
 use futures::FutureExt as _;
 use metrics::{Gauge, Histogram, gauge, histogram};
 use prost::Message as _;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::debug;
@@ -52,6 +53,10 @@ pub(crate) struct EventStashService {
     metrics: StreamMetrics,
     /// Deepest nesting of a JSON payload stored as `data`.
     max_json_depth: usize,
+    /// Cancelled when the drain starts: a stream that begins after it is
+    /// refused, even one that slips in between health turning NOT_SERVING
+    /// and the connections' GOAWAY.
+    shutdown: CancellationToken,
 }
 
 /// Metric names of the gRPC input.
@@ -102,6 +107,7 @@ impl EventStashService {
         streams: TaskTracker,
         metrics: StreamMetrics,
         max_json_depth: usize,
+        shutdown: CancellationToken,
     ) -> Self {
         EventStashService {
             sink,
@@ -110,6 +116,7 @@ impl EventStashService {
             streams,
             metrics,
             max_json_depth,
+            shutdown,
         }
     }
 
@@ -223,6 +230,11 @@ impl EventStash for EventStashService {
         &self,
         request: Request<Streaming<StoreEventRequest>>,
     ) -> Result<Response<StoreEventResponse>, Status> {
+        if self.shutdown.is_cancelled() {
+            return Err(Status::unavailable(
+                "the agent is shutting down; send the stream to another agent or again after the restart",
+            ));
+        }
         let _in_flight = self.streams.token();
         let _open = OpenStream::new(&self.metrics);
         let started = std::time::Instant::now();

@@ -151,6 +151,7 @@ fn write_and_sync(file: &mut File, path: &str, lines: &[u8], sync: bool) -> Resu
         error,
     })?;
     if sync {
+        eventstash_plugin_api::sync_hold::before_sync("file-output", Path::new(path));
         file.sync_data().map_err(|error| FileOutputError::Sync {
             path: path.into(),
             error,
