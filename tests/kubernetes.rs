@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use eventstash_client::Event;
 use serde_json::{Value, json};
+use support::security::{assert_stored, send};
 use support::*;
 
 // ---------------------------------------------------------------------------
@@ -200,6 +201,46 @@ fn wait_for_reload(agent: &Agent, before: usize) {
         "a reload failed:\n{}",
         agent.log()
     );
+}
+
+/// The tokens file of a Secret volume, followed on disk by the gRPC input
+/// (looked at every 5 s), goes through the same swap.
+#[tokio::test]
+async fn a_secret_swap_of_the_producer_tokens_takes_effect_without_a_signal() {
+    let tokens = |token: &str| {
+        format!(
+            "[[producers]]\nname = \"app\"\ntoken_sha256 = \"{}\"\n",
+            token_sha256(token)
+        )
+    };
+    let mount = tempfile::tempdir().unwrap();
+    let mut volume = ConfigMapVolume::create(&mount.path().join("tokens"), &[("tokens.toml", &tokens("old-token"))]);
+    let config = FILE_PIPELINE.replace(
+        "bind = \"127.0.0.1:{port}\"",
+        &format!(
+            "bind = \"127.0.0.1:{{port}}\"\nauth = {{ tokens_file = \"{}/tokens.toml\" }}",
+            volume.dir.display()
+        ),
+    );
+    let agent = Agent::start(AgentOptions::new(&config));
+    let event = |id: &str| vec![json_event(id, 1, "app.Thing", "{}")];
+    assert_stored(send(&agent, None, Some("old-token"), event("before")).await);
+
+    volume.update(&[("tokens.toml", &tokens("new-token"))]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match send(&agent, None, Some("new-token"), event("after")).await {
+            Ok(true) => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "the new token is refused 15 s after the swap: {other:?}\n{}",
+                agent.log()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refused = send(&agent, None, Some("old-token"), event("stale")).await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::Unauthenticated);
 }
 
 // ---------------------------------------------------------------------------
