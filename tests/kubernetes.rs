@@ -536,29 +536,46 @@ fn mebibytes(size: &str) -> u64 {
     }
 }
 
-/// The image as the Dockerfile builds it: its working directory and what
-/// `COPY` puts there (`(source, destination)`), and its entrypoint.
-fn image() -> (String, Vec<(String, String)>, String) {
+/// The image as the Dockerfile's last stage builds it.
+struct Image {
+    /// `WORKDIR`: where relative paths in a pipeline start.
+    workdir: String,
+    /// `COPY source destination` from the repository into the workdir.
+    copies: Vec<(String, String)>,
+    /// `ENTRYPOINT`, as written.
+    entrypoint: String,
+    /// `USER`, as `uid:gid`.
+    user: String,
+}
+
+fn image() -> Image {
     let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
-    let mut workdir = String::new();
-    let mut copies = Vec::new();
-    let mut entrypoint = String::new();
+    let mut image = Image {
+        workdir: String::new(),
+        copies: Vec::new(),
+        entrypoint: String::new(),
+        user: String::new(),
+    };
     for line in dockerfile.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["WORKDIR", dir] => workdir = (*dir).to_owned(),
-            ["COPY", from, to] => copies.push(((*from).to_owned(), (*to).to_owned())),
-            ["ENTRYPOINT", ..] => entrypoint = line["ENTRYPOINT".len()..].trim().to_owned(),
+            ["FROM", ..] => image.copies.clear(),
+            ["WORKDIR", dir] => image.workdir = (*dir).to_owned(),
+            ["COPY", from, to] => image.copies.push(((*from).to_owned(), (*to).to_owned())),
+            ["ENTRYPOINT", ..] => image.entrypoint = line["ENTRYPOINT".len()..].trim().to_owned(),
+            ["USER", user] => image.user = (*user).to_owned(),
             _ => {}
         }
     }
-    (workdir, copies, entrypoint)
+    image
 }
 
 #[test]
 fn the_manifests_agree_with_the_pipelines_and_the_image() {
-    let (workdir, copies, entrypoint) = image();
-    assert_eq!(entrypoint, r#"["eventstash"]"#, "the manifests pass only args");
+    let image = image();
+    assert_eq!(image.entrypoint, r#"["eventstash"]"#, "the manifests pass only args");
+    // runAsNonRoot needs a numeric user in the image, the one the pods run as.
+    let (uid, gid) = image.user.split_once(':').expect("the Dockerfile sets USER uid:gid");
     let mut workloads_seen = 0;
     for overlay in overlays() {
         let objects = parse_yaml(&render(&overlay));
@@ -570,7 +587,21 @@ fn the_manifests_agree_with_the_pipelines_and_the_image() {
         for workload in &workloads {
             workloads_seen += 1;
             let pod = Pod::of(workload);
-            check_pod(&pod, &config_maps, &workdir, &copies);
+            let security = &pod.spec["securityContext"];
+            assert_eq!(security["runAsNonRoot"], true, "{}", pod.name());
+            assert_eq!(
+                security["runAsUser"].to_string(),
+                uid,
+                "{}: the image's user",
+                pod.name()
+            );
+            assert_eq!(
+                security["runAsGroup"].to_string(),
+                gid,
+                "{}: the image's group",
+                pod.name()
+            );
+            check_pod(&pod, &config_maps, &image);
         }
         for service in objects.iter().filter(|o| o["kind"] == "Service") {
             check_service(service, &workloads);
@@ -583,7 +614,7 @@ fn the_manifests_agree_with_the_pipelines_and_the_image() {
 /// Secrets as the kubelet writes them), runs `eventstash validate` on its
 /// pipeline there with its environment, and checks ports, probes, the grace
 /// period and the memory limit against that pipeline.
-fn check_pod(pod: &Pod<'_>, config_maps: &[&Value], workdir: &str, copies: &[(String, String)]) {
+fn check_pod(pod: &Pod<'_>, config_maps: &[&Value], image: &Image) {
     let name = pod.name();
     let args: Vec<&str> = pod.container["args"]
         .as_array()
@@ -602,12 +633,10 @@ fn check_pod(pod: &Pod<'_>, config_maps: &[&Value], workdir: &str, copies: &[(St
     // The image's files, and the pod's volumes, under one root.
     let root = tempfile::tempdir().unwrap();
     let rooted = |path: &str| format!("{}{path}", root.path().display());
-    let image_dir = PathBuf::from(rooted(workdir));
+    let image_dir = PathBuf::from(rooted(&image.workdir));
     std::fs::create_dir_all(&image_dir).unwrap();
-    for (from, to) in copies.iter().filter(|(from, _)| !from.starts_with("--")) {
-        if from != "." {
-            std::os::unix::fs::symlink(repo_root().join(from), image_dir.join(to)).unwrap();
-        }
+    for (from, to) in &image.copies {
+        std::os::unix::fs::symlink(repo_root().join(from), image_dir.join(to)).unwrap();
     }
     let mounts = pod.mounts();
     let relocate = |text: &str| {
@@ -689,6 +718,7 @@ fn check_ports_and_probes(pod: &Pod<'_>, pipeline: &toml::Value) {
     let annotations = &pod.workload["spec"]["template"]["metadata"]["annotations"];
     assert_eq!(annotations["prometheus.io/port"], metrics.to_string(), "{name}");
     assert_eq!(annotations["prometheus.io/scrape"], "true", "{name}");
+    assert_eq!(annotations["prometheus.io/path"], "/metrics", "{name}");
 
     // Liveness must not follow the outputs: /metrics answers while the
     // process serves, where /health and grpc.health.v1 say NOT_SERVING
