@@ -105,7 +105,7 @@ impl ProtoSource {
         let mut files = Vec::new();
         for entry in glob::glob(&self.pattern).map_err(|e| bad(e.to_string()))? {
             let path = entry.map_err(|e| bad(e.to_string()))?;
-            if path.is_file() {
+            if path.is_file() && !crate::watch::is_configmap_internal(&path) {
                 files.push(path);
             }
         }

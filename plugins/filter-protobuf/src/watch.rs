@@ -4,8 +4,16 @@
 //! a thread of the watcher's own waits for a quiet moment — an editor or a
 //! deployment often writes several files at once — then reloads. A reload
 //! that does not compile keeps the current set, as with SIGHUP.
+//!
+//! A Kubernetes ConfigMap volume is never written in place: the kubelet
+//! writes the new files into a new `..<timestamp>` directory, points a
+//! `..data_tmp` symlink at it, renames that over `..data` (the files the
+//! pod sees are symlinks through `..data`) and removes the old directory.
+//! Each step is a change under the watched directory, so the swap reloads
+//! like an edit; the `..`-named directories hold second copies of the same
+//! files and are never loaded (`is_configmap_internal`).
 
-use std::path::Path;
+use std::path::{Component, Path};
 use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -83,9 +91,36 @@ impl ProtoWatcher {
     }
 }
 
+/// Whether `path` lies inside the kubelet's own entries of a ConfigMap or
+/// Secret volume (`..data`, `..2026_11_26_03_40_00.123456789`): the files
+/// there are also reachable through the volume's top-level symlinks, and
+/// loading both would define every message twice.
+pub(crate) fn is_configmap_internal(path: &Path) -> bool {
+    path.components().any(|component| match component {
+        Component::Normal(name) => name.as_encoded_bytes().starts_with(b".."),
+        _ => false,
+    })
+}
+
 fn watch_error(dir: &Path, error: impl std::fmt::Display) -> ProtoSetError {
     ProtoSetError::Watch {
         dir: dir.to_owned(),
         reason: error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kubelets_own_entries_are_internal() {
+        assert!(is_configmap_internal(Path::new("/etc/protos/..data/a.proto")));
+        assert!(is_configmap_internal(Path::new(
+            "/etc/protos/..2026_11_26_03_40_00.123456789/a.proto"
+        )));
+        assert!(!is_configmap_internal(Path::new("/etc/protos/a.proto")));
+        assert!(!is_configmap_internal(Path::new("../protos/a.proto")));
+        assert!(!is_configmap_internal(Path::new("protos/.hidden/a.proto")));
     }
 }
