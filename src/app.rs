@@ -108,8 +108,10 @@ pub async fn run(pipelines: Vec<PipelineConfig>) -> std::io::Result<RunOutcome> 
     info!(pipelines = running.len(), "eventstash running");
 
     let outcome = wait_for_stop(&mut signals, &mut failed, &running, settings.shutdown_timeout).await;
-    health.set_lifecycle(Lifecycle::Draining);
+    // The inputs refuse new streams before health says NOT_SERVING, so a
+    // producer that reads NOT_SERVING and tries another stream is refused.
     shutdown.cancel();
+    health.set_lifecycle(Lifecycle::Draining);
     let finished = drain(&mut signals, &running, settings.shutdown_timeout, outcome).await;
     // Persist the outputs' progress, so a restart resends as little as possible.
     join_all(running.iter().map(RunningPipeline::checkpoint)).await;
