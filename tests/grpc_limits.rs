@@ -117,6 +117,13 @@ bind = "127.0.0.1:0"
         .expect("a stalled stream was never ended")
         .unwrap();
     assert_eq!(first, Ok(tonic::Code::ResourceExhausted));
+    // ... and counted, with the input's labels.
+    let refused = metric_value(
+        &agent.metrics(),
+        "eventstash_grpc_streams_refused_total",
+        &[("pipeline", "main"), ("plugin", "grpc#0")],
+    );
+    assert!(refused.is_some_and(|n| n >= 1.0), "streams refused: {refused:?}");
 }
 
 /// The gRPC input's timeouts, short enough for a test.

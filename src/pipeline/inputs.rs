@@ -104,7 +104,7 @@ impl InputStarter {
         let plan = guard.plan(replay);
         replay_guard::report(&plan);
         for batch in &plan.poisoned {
-            if guard.set_aside(batch).await {
+            if guard.set_aside(&self.pipeline, batch).await {
                 persistence.log.finish_everywhere(batch);
             }
         }

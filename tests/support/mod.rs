@@ -162,6 +162,18 @@ impl Agent {
         self.wait_until_serving();
     }
 
+    /// Starts the agent again in the same directory like [`Agent::restart`],
+    /// but returns at once, waiting for nothing; the result is the log
+    /// offset from which the new process's lines start.
+    pub fn relaunch(&mut self, env: &[(String, String)]) -> usize {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        forget_agent(self.child.id());
+        let log_offset = self.log().len();
+        self.child = launch(self.dir.path(), env, false, None);
+        log_offset
+    }
+
     /// The address in the first "gRPC input listening" line of the log
     /// after `log_offset`, once it is there.
     fn wait_for_listening(&mut self, log_offset: usize) -> SocketAddr {
@@ -187,12 +199,18 @@ impl Agent {
     }
 
     /// The metrics endpoint's address (`[metrics] bind`, port 0 allowed),
-    /// from its "metrics and health endpoint listening" log line.
+    /// from the last "metrics and health endpoint listening" log line: the
+    /// current process's after a restart.
     pub fn metrics_addr(&self) -> SocketAddr {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let log = self.log();
-            if let Some(addr) = logged_addr(&log, "metrics and health endpoint listening") {
+            let last = log
+                .rfind("metrics and health endpoint listening")
+                .and_then(|at| log[..at].rfind('\n').map(|start| start + 1).or(Some(0)));
+            if let Some(addr) =
+                last.and_then(|start| logged_addr(&log[start..], "metrics and health endpoint listening"))
+            {
                 return addr;
             }
             assert!(Instant::now() < deadline, "no metrics endpoint in the log:\n{log}");
