@@ -28,9 +28,20 @@ use eventstash_client::{Client, Event, Format};
 /// The binary under test.
 pub const EVENTSTASH: &str = env!("CARGO_BIN_EXE_eventstash");
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, for a client that must find no
+/// server there. Never bind it later: servers bind port 0 and report the
+/// port (see [`Agent::start`]).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A suffix that makes the names a test gives things on a shared server
+/// (queues, tables, indices, templates) its own: the process id and a
+/// count within the process.
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A running agent in a temporary directory; killed when dropped.
