@@ -56,6 +56,7 @@ async fn every_acknowledged_event_survives_repeated_kill_9_under_load() {
     let pauses = [450, 800, 300];
     for (round, pause) in pauses.into_iter().enumerate() {
         let producers = produce_until_killed(&agent, round, acked.clone()).await;
+        // Load for a while, then the kill: a window, not a wait for a state.
         tokio::time::sleep(Duration::from_millis(pause)).await;
         agent.signal("KILL");
         agent.wait_exit(Duration::from_secs(10));

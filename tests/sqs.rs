@@ -10,9 +10,11 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use support::sqs::{AgentSpec, aws_env, boto, create_queue, protos_glob, sqs_url, start_agent, stop_agent};
+use support::sqs::{
+    AgentSpec, aws_env, boto, create_queue, protos_glob, queue_counts, sqs_url, start_agent, stop_agent,
+};
 use support::*;
 
 const PRODUCERS: usize = 4;
@@ -165,7 +167,12 @@ async fn events_survive_a_store_agent_killed_midway(codec: &str) -> Sent {
         }));
     }
     let half = PRODUCERS * per_producer / 2;
+    let deadline = Instant::now() + Duration::from_secs(120);
     while acknowledged.load(Ordering::Relaxed) < half {
+        assert!(
+            Instant::now() < deadline,
+            "half the events not acknowledged within 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     victim.signal("KILL");
@@ -366,7 +373,11 @@ for first in range(0, 300, 10):
         ready_log: Some("sqs input receiving"),
         pipe_stdout: true,
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // Received: the pipe (64 KiB) cannot take the 300 messages' 120 KB, so
+    // some are still unstored when the drain's deadline passes.
+    wait_until("messages received", Duration::from_secs(30), || {
+        queue_counts(&url, &queue).1 > 0
+    });
     agent.signal("TERM");
     agent.wait_exit(Duration::from_secs(15));
     let mut written = String::new();
