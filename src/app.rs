@@ -104,8 +104,7 @@ pub async fn run(pipelines: Vec<PipelineConfig>) -> std::io::Result<RunOutcome> 
     let health = Arc::new(health.with_queues(queues));
     let background = CancellationToken::new();
     spawn_observers(&health, settings.metrics_bind, &background);
-    health.set_lifecycle(Lifecycle::Running);
-    info!(pipelines = running.len(), "eventstash running");
+    spawn_start_serving(&health, &running);
 
     let outcome = wait_for_stop(&mut signals, &mut failed, &running, settings.shutdown_timeout).await;
     // The inputs refuse new streams before health says NOT_SERVING, so a
@@ -229,6 +228,29 @@ fn spawn_observers(health: &Arc<AgentHealth>, metrics_bind: Option<std::net::Soc
             }
         });
     }
+}
+
+/// Marks the agent running once every pipeline has replayed what its
+/// persisted queue left and started its inputs: until then health says
+/// `starting` (NOT_SERVING), however long the replay takes, while
+/// `/metrics` already answers. Signals are handled meanwhile by
+/// `wait_for_stop`; a drain that begins first keeps the agent from ever
+/// being marked running.
+fn spawn_start_serving(health: &Arc<AgentHealth>, running: &[RunningPipeline]) {
+    let health = health.clone();
+    let pipelines = running.len();
+    let started: Vec<_> = running.iter().map(RunningPipeline::inputs_started).collect();
+    tokio::spawn(async move {
+        // An error means the pipeline stopped before its inputs started:
+        // the drain has begun, and `start_serving` refuses.
+        join_all(started.into_iter().map(|mut started| async move {
+            let _ = started.wait_for(|started| *started).await;
+        }))
+        .await;
+        if health.start_serving() {
+            info!(pipelines, "eventstash running");
+        }
+    });
 }
 
 async fn wait_all(running: &[RunningPipeline]) {

@@ -11,21 +11,28 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use eventstash_plugin_api::{Aggregate, Appended, ChangeSetPage, EventStore, EventStoreError, Filter, NewChangeSet};
+use eventstash_plugin_api::{Aggregate, Appended, ChangeSetPage, EventStore, EventStoreError, NewChangeSet};
 
+use crate::config::FilterPlugin;
 use crate::pipeline::apply_isolated;
 
 /// An event store whose appends are filtered first.
 pub(crate) struct FilteredEventStore {
     /// The configured store.
     store: Arc<dyn EventStore>,
+    /// `[pipeline] id`, for the filters' metric labels.
+    pipeline: String,
     /// The pipeline's filters, in file order.
-    filters: Arc<[Arc<dyn Filter>]>,
+    filters: Arc<[FilterPlugin]>,
 }
 
 impl FilteredEventStore {
-    pub(crate) fn new(store: Arc<dyn EventStore>, filters: Arc<[Arc<dyn Filter>]>) -> FilteredEventStore {
-        FilteredEventStore { store, filters }
+    pub(crate) fn new(store: Arc<dyn EventStore>, pipeline: &str, filters: Arc<[FilterPlugin]>) -> FilteredEventStore {
+        FilteredEventStore {
+            store,
+            pipeline: pipeline.to_owned(),
+            filters,
+        }
     }
 }
 
@@ -37,7 +44,7 @@ impl EventStore for FilteredEventStore {
 
     async fn append(&self, mut change_set: NewChangeSet) -> Result<Appended, EventStoreError> {
         if !self.filters.is_empty() {
-            apply_isolated(&self.filters, &mut change_set.events);
+            apply_isolated(&self.pipeline, &self.filters, &mut change_set.events);
         }
         self.store.append(change_set).await
     }

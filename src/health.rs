@@ -141,6 +141,22 @@ impl AgentHealth {
         self.evaluate();
     }
 
+    /// Moves from starting to running, once every pipeline's inputs
+    /// serve; false (and nothing changes) if the agent is already draining.
+    pub(crate) fn start_serving(&self) -> bool {
+        let started = self
+            .lifecycle
+            .compare_exchange(
+                Lifecycle::Starting as u8,
+                Lifecycle::Running as u8,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        self.evaluate();
+        started
+    }
+
     fn lifecycle(&self) -> Lifecycle {
         match self.lifecycle.load(Ordering::Relaxed) {
             0 => Lifecycle::Starting,

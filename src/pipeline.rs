@@ -92,6 +92,8 @@ pub struct RunningPipeline {
     persisted: Option<PersistedQueue>,
     /// Its crash-loop guard, told when the agent stops by choice.
     replay_guard: Option<Arc<ReplayGuard>>,
+    /// True once the replay is queued and the inputs are started.
+    inputs_started: watch::Receiver<bool>,
 }
 
 /// Starts every stage of `config`, downstream first: start the filters,
@@ -128,6 +130,7 @@ pub fn start(
         })
     });
     let events_in = Arc::new(AtomicU64::new(0));
+    let (inputs_started, started_watch) = watch::channel(false);
     let inputs = InputStarter {
         pipeline: config.id.clone(),
         tasks: tasks.clone(),
@@ -140,6 +143,7 @@ pub fn start(
         shutdown,
         failures,
         serving,
+        started: inputs_started,
     };
     tasks.spawn(inputs.start_after_replay(config.inputs, replay));
     tasks.close();
@@ -153,6 +157,7 @@ pub fn start(
         filters,
         persisted,
         replay_guard,
+        inputs_started: started_watch,
     })
 }
 
@@ -222,6 +227,12 @@ fn reading(pipeline: &str, queue: &str, gauge: QueueGauge) -> QueueReading {
 }
 
 impl RunningPipeline {
+    /// Turns true once the persisted queue's replay is queued and every
+    /// input is started (at once without a persisted queue).
+    pub fn inputs_started(&self) -> watch::Receiver<bool> {
+        self.inputs_started.clone()
+    }
+
     /// Waits until every stage has finished.
     pub async fn wait(&self) {
         self.tasks.wait().await;
@@ -513,11 +524,14 @@ mod tests {
 
     #[test]
     fn a_filter_that_panics_on_one_event_costs_only_that_event() {
-        let filters: Vec<Arc<dyn Filter>> = vec![Arc::new(Marker { startable: true })];
+        let filters = [FilterPlugin {
+            id: "marker".into(),
+            filter: Arc::new(Marker { startable: true }),
+        }];
         let mut events = json_events(3);
         events[1].id = "poison".into();
         events[1].payload = eventstash_plugin_api::Payload::Protobuf(bytes::Bytes::from_static(b"\x08\x01"));
-        apply_isolated(&filters, &mut events);
+        apply_isolated("main", &filters, &mut events);
         let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["marked", "k", "marked"]);
         assert!(matches!(

@@ -7,6 +7,12 @@
 //! stays bounded however slow the consumer is. A sender waits for permits:
 //! that wait is the backpressure that travels back to the producers. The
 //! channel beneath is unbounded because the semaphores already bound it.
+//!
+//! The gauges read the semaphores: room given out, to items held and to a
+//! sender still waiting for the rest of its room (tokio hands a waiter
+//! permits as they come free). A waiting sender takes its events' room
+//! first, then bytes, so while one waits the events gauge counts its events
+//! and the bytes gauge part of its bytes: bytes ÷ events is no event size.
 
 use std::sync::Arc;
 
@@ -143,12 +149,13 @@ impl QueueGauge {
         }
     }
 
-    /// Events held: queued or still being worked on.
+    /// Events' room taken: queued, still being worked on, or given to a
+    /// sender waiting for the rest of its room.
     pub(crate) fn events(&self) -> usize {
         self.limits.max_events - self.events.available_permits()
     }
 
-    /// Estimated bytes held.
+    /// Estimated bytes' room taken, likewise.
     pub(crate) fn bytes(&self) -> usize {
         self.limits.max_bytes - self.bytes.available_permits()
     }

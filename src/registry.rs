@@ -87,12 +87,17 @@ pub(crate) fn build_input(
 }
 
 /// Builds the filter whose `type` is `kind` from the rest of its table.
-pub(crate) fn build_filter(kind: &str, table: toml::Table) -> Result<Box<dyn Filter>, KeyError> {
+pub(crate) fn build_filter(
+    kind: &str,
+    table: toml::Table,
+    context: &PluginContext,
+) -> Result<Box<dyn Filter>, KeyError> {
     match kind {
         filter_protobuf::NAME => Ok(Box::new(
             parse::<filter_protobuf::ProtobufFilterConfig>(table)?
                 .build()
-                .map_err(build_error)?,
+                .map_err(build_error)?
+                .in_context(context),
         )),
         #[cfg(feature = "fault-injection")]
         crate::fault_filter::NAME => Ok(Box::new(
@@ -286,7 +291,11 @@ mod tests {
 
     #[test]
     fn a_plugin_that_does_not_build_blames_its_whole_table() {
-        let Err(error) = build_filter(filter_protobuf::NAME, table("protos = \"no/such/dir/**/*.proto\"")) else {
+        let Err(error) = build_filter(
+            filter_protobuf::NAME,
+            table("protos = \"no/such/dir/**/*.proto\""),
+            &PluginContext::new("main", "protobuf#0"),
+        ) else {
             panic!("a filter without protos was built");
         };
         assert_eq!(error.key, "");

@@ -119,7 +119,8 @@ impl ReplayGuard {
 
     /// Writes a poisoned record's events to the dead-letter file. Returns
     /// whether they are safely there (only then may the record be finished).
-    pub(crate) async fn set_aside(&self, batch: &StoredBatch) -> bool {
+    /// `pipeline` labels the count.
+    pub(crate) async fn set_aside(&self, pipeline: &str, batch: &StoredBatch) -> bool {
         let reason = format!(
             "the agent stopped {MAX_ATTEMPTS} times in a row while processing this persisted record (seq {}); set aside so the queue can move on",
             batch.seq
@@ -131,7 +132,7 @@ impl ReplayGuard {
                     seq = batch.seq, events = batch.events.len(), file = %self.dead_letters.path().display(),
                     "a persisted record crashed the agent {MAX_ATTEMPTS} times; its events were set aside to the dead-letter file"
                 );
-                counter!(POISON_RECORDS).increment(1);
+                counter!(POISON_RECORDS, "pipeline" => pipeline.to_owned()).increment(1);
                 true
             }
             Err(error) => {

@@ -24,12 +24,26 @@ fn queue_gauges(agent: &Agent) -> [(f64, f64); 2] {
     ["pipeline", "output stdout#0"].map(|queue| queue_gauge(&text, queue))
 }
 
+/// Events read slowly once the producer is held, so that the queues' gauges
+/// are sampled while the batches received after the stall pass through.
+const PACED_EVENTS: usize = 2000;
+
 /// Streams `events` events of 8 KiB at an agent whose stdout output nobody
 /// reads, with the `queue` keys given; shows that a queue filled to its
 /// bound (`full` says when the gauges count as full) and that the producer
-/// was then held; then reads everything and checks nothing was lost and
-/// memory stayed bounded.
-async fn stalled_output_holds_the_producer(queue: &str, events: usize, full: impl Fn([(f64, f64); 2]) -> bool) {
+/// was then held; then reads everything, the first [`PACED_EVENTS`]
+/// slowly while sampling the gauges, and checks that neither queue's
+/// events gauge ever passed `most_events` (if given), that nothing was lost
+/// and memory stayed bounded. While the producer is held its stream's
+/// 1 MiB window fills; the first room then takes all of it as one received
+/// batch of about 126 events, which a smaller bound catches if that batch
+/// is queued whole.
+async fn stalled_output_holds_the_producer(
+    queue: &str,
+    events: usize,
+    most_events: Option<f64>,
+    full: impl Fn([(f64, f64); 2]) -> bool,
+) {
     let total = events;
     let mut agent = Agent::start(stdout_pipeline(
         "",
@@ -64,7 +78,8 @@ async fn stalled_output_holds_the_producer(queue: &str, events: usize, full: imp
     );
     let stalled_rss = agent.peak_rss_kib();
 
-    // Now read everything.
+    // Now read everything: the first events slowly (pacing, not
+    // synchronisation: 10 ms per 16 events), sampling the gauges meanwhile.
     let reader = std::thread::spawn(move || {
         let mut ids = HashSet::new();
         for line in BufReader::new(stdout).lines() {
@@ -73,9 +88,30 @@ async fn stalled_output_holds_the_producer(queue: &str, events: usize, full: imp
             if ids.len() == total {
                 break;
             }
+            if most_events.is_some() && ids.len() < PACED_EVENTS && ids.len() % 16 == 0 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         ids
     });
+    let mut most_seen = [0.0f64; 2];
+    let mut samples = 0;
+    while let Some(bound) = most_events
+        && !reader.is_finished()
+    {
+        for (most, (taken, _)) in most_seen.iter_mut().zip(queue_gauges(&agent)) {
+            *most = most.max(taken);
+        }
+        samples += 1;
+        assert!(
+            most_seen.iter().all(|&most| most <= bound),
+            "a queue's events gauge passed {bound}: (pipeline, output) {most_seen:?}"
+        );
+    }
+    assert!(
+        most_events.is_none() || samples >= 20,
+        "only {samples} samples of the gauges while reading"
+    );
     let response = stream.await.unwrap().expect("stream acknowledged");
     assert!(response);
     let ids = reader.join().unwrap();
@@ -83,7 +119,7 @@ async fn stalled_output_holds_the_producer(queue: &str, events: usize, full: imp
 
     let peak_rss = agent.peak_rss_kib();
     println!(
-        "{queue}: held after {held_at} events, queues (events, bytes) {gauges:?}; peak RSS stalled {stalled_rss} KiB, overall {peak_rss} KiB"
+        "{queue}: held after {held_at} events, queues (events, bytes) {gauges:?}; most events while reading {most_seen:?} in {samples} samples; peak RSS stalled {stalled_rss} KiB, overall {peak_rss} KiB"
     );
     // 20,000 events of 8 KiB are 160 MiB; a bounded agent holds a few MiB of them.
     assert!(peak_rss < 64 * 1024, "peak RSS {peak_rss} KiB: memory is not bounded");
@@ -93,7 +129,7 @@ async fn stalled_output_holds_the_producer(queue: &str, events: usize, full: imp
 async fn a_stalled_output_fills_its_queue_and_holds_the_producer_losing_nothing() {
     // Queues of 100 events: the output's queue and the pipeline queue
     // behind it both fill.
-    stalled_output_holds_the_producer("max_events = 100", EVENTS, |[pipeline, output]| {
+    stalled_output_holds_the_producer("max_events = 100", EVENTS, None, |[pipeline, output]| {
         pipeline.0 >= 90.0 && output.0 >= 90.0
     })
     .await;
@@ -101,12 +137,16 @@ async fn a_stalled_output_fills_its_queue_and_holds_the_producer_losing_nothing(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_bytes_bounds_the_queues_and_holds_the_producer() {
-    // 10,000 events of room but 512 KiB: about 60 of these 8 KiB events
+    // 10,000 events of room but 256 KiB: about 30 of these 8 KiB events
     // fill a queue, so only the byte bound can be what holds the producer.
-    // (The events gauge also counts a batch part waiting for room, which
-    // takes its events' room first: a queue shows up to two parts.)
-    stalled_output_holds_the_producer("max_bytes = \"512KiB\"", 4000, |[pipeline, output]| {
-        let near_full = |bytes: f64| bytes >= 0.8 * 512.0 * 1024.0;
+    // Each is larger than 8 KiB, so a queue holds at most 32, and its
+    // events gauge shows at most 64: those and a part of at most 256 KiB
+    // waiting for room (it takes its events' room first). A received batch
+    // larger than 256 KiB queued whole — the 126-event batch after the
+    // stall, were it not split — passes that.
+    let most = (2 * 256 * 1024 / PAYLOAD) as f64;
+    stalled_output_holds_the_producer("max_bytes = \"256KiB\"", 4000, Some(most), |[pipeline, output]| {
+        let near_full = |bytes: f64| bytes >= 0.8 * 256.0 * 1024.0;
         near_full(pipeline.1) && near_full(output.1) && pipeline.0 < 200.0 && output.0 < 200.0
     })
     .await;

@@ -29,7 +29,8 @@ fn faulty_pipeline(action: &str, queue: &str) -> AgentOptions {
          [[inputs]]\ntype = \"grpc\"\nbind = \"127.0.0.1:{{port}}\"\n\
          [[filters]]\ntype = \"fault\"\nevent_id = \"boom\"\naction = \"{action}\"\n\
          [[filters]]\ntype = \"protobuf\"\nprotos = \"protos/**/*.proto\"\n\
-         [[outputs]]\ntype = \"file\"\npath = \"events/%{{index}}.jsonl\"\n"
+         [[outputs]]\ntype = \"file\"\npath = \"events/%{{index}}.jsonl\"\n\
+         [metrics]\nbind = \"127.0.0.1:0\"\n"
     );
     let mut options = AgentOptions::new(&config);
     options.files.push(("protos/demo/ping.proto".into(), PING_PROTO.into()));
@@ -114,6 +115,14 @@ async fn a_record_that_aborts_the_agent_is_set_aside_after_a_few_restarts() {
         assert!(starts < 8, "the agent is crash-looping:\n{}", agent.log());
     }
     assert!(starts >= 1, "the poisoned record was never replayed");
+    // Counted once, with its pipeline (this start's endpoint: the last one
+    // logged).
+    let poisoned = metric_value(
+        &agent.metrics(),
+        "eventstash_poison_records_total",
+        &[("pipeline", "main")],
+    );
+    assert_eq!(poisoned, Some(1.0), "{}", agent.metrics());
 
     let mut client = agent.client().await;
     store_ok(&mut client, vec![ping("later")]).await;

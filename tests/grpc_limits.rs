@@ -117,6 +117,13 @@ bind = "127.0.0.1:0"
         .expect("a stalled stream was never ended")
         .unwrap();
     assert_eq!(first, Ok(tonic::Code::ResourceExhausted));
+    // ... and counted, with the input's labels.
+    let refused = metric_value(
+        &agent.metrics(),
+        "eventstash_grpc_streams_refused_total",
+        &[("pipeline", "main"), ("plugin", "grpc#0")],
+    );
+    assert!(refused.is_some_and(|n| n >= 1.0), "streams refused: {refused:?}");
 }
 
 /// The gRPC input's timeouts, short enough for a test.
@@ -140,7 +147,9 @@ fn idle_connections_past_the_open_file_limit_neither_spin_the_agent_nor_stay_ope
     // completes them all, the agent can accept only some.
     let idle: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(agent.addr).unwrap()).collect();
 
-    std::thread::sleep(Duration::from_millis(500));
+    // Once the agent has met the limit, a 3 s measuring window: how much
+    // CPU it spends while nothing changes.
+    wait_for_log(&agent, "cannot accept a connection");
     let before = cpu_time(pid);
     std::thread::sleep(Duration::from_secs(3));
     let spent = cpu_time(pid) - before;

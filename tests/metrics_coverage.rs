@@ -20,15 +20,15 @@ use fault_http::{Fault, FaultHttpProxy};
 use support::*;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-/// A pipeline `obs` with a metrics endpoint; `body` holds its inputs,
-/// filters and outputs (`{port}` is the gRPC port).
-fn with_metrics(body: &str) -> (AgentOptions, SocketAddr) {
-    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+/// A pipeline `obs` with a metrics endpoint on a port the system picks
+/// (the agent names it: [`Agent::metrics_addr`]); `body` holds its filters
+/// and outputs.
+fn with_metrics(body: &str) -> AgentOptions {
     let config = format!(
-        "[pipeline]\nid = \"obs\"\nunhealthy_after_ms = 300\n[metrics]\nbind = \"{metrics}\"\n\
+        "[pipeline]\nid = \"obs\"\nunhealthy_after_ms = 300\n[metrics]\nbind = \"127.0.0.1:0\"\n\
          [[inputs]]\ntype = \"grpc\"\nbind = \"127.0.0.1:{{port}}\"\n{body}"
     );
-    (AgentOptions::new(&config), metrics)
+    AgentOptions::new(&config)
 }
 
 fn scrape(metrics: SocketAddr) -> String {
@@ -60,10 +60,11 @@ fn scrape_until(metrics: SocketAddr, what: &str, limit: Duration, condition: imp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_dead_lettered_batches_and_queue_gauges_carry_their_labels() {
-    let (options, metrics) = with_metrics(
+    let options = with_metrics(
         "[[outputs]]\ntype = \"file\"\npath = \"events/%{index}.jsonl\"\ndead_letter_path = \"dlq.jsonl\"\n",
     );
     let agent = Agent::start(options);
+    let metrics = agent.metrics_addr();
     let mut client = agent.client().await;
     // Four stored; one whose kind makes a file name too long for the disk:
     // dead-lettered, while its stream still succeeds.
@@ -123,11 +124,11 @@ async fn an_unreachable_cluster_is_retried_held_in_its_output_queue_and_logged_a
     let url = std::env::var("EVENTSTASH_TEST_ELASTICSEARCH_URL")
         .expect("EVENTSTASH_TEST_ELASTICSEARCH_URL is not set: run the tests with tests/run");
     let proxy = FaultHttpProxy::start(&url, Fault::Drop).await;
-    let index = format!("obs-unreachable-{}", free_port());
+    let index = format!("obs-unreachable-{}", std::process::id());
     // The README's 10 s, shortened so that an outage of a second or two
     // shows several intervals.
     let interval = Duration::from_millis(400);
-    let (mut options, metrics) = with_metrics(&format!(
+    let mut options = with_metrics(&format!(
         "[[outputs]]\ntype = \"elasticsearch\"\nhosts = [\"{}\"]\nindex = \"{index}\"\n\
          retry_initial_backoff_ms = 20\nretry_max_backoff_ms = 100\nfailure_log_interval_ms = {}\n",
         proxy.url(),
@@ -138,6 +139,7 @@ async fn an_unreachable_cluster_is_retried_held_in_its_output_queue_and_logged_a
         .config
         .replace("unhealthy_after_ms = 300", "unhealthy_after_ms = 60000");
     let agent = tokio::task::block_in_place(|| Agent::start(options));
+    let metrics = agent.metrics_addr();
     let client = agent.client().await;
     let events: Vec<_> = (0..10).map(|n| json_event("u-", n, "obs.Down", "{\"n\":1}")).collect();
     let stream = tokio::spawn(async move { store_stream(&client, tokio_stream::iter(events)).await });
@@ -206,7 +208,7 @@ fn unknown_proto(n: usize, kind: &str) -> Event {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_protos_the_kind_cap_and_reloads_are_counted_with_their_labels() {
-    let (mut options, metrics) = with_metrics(
+    let mut options = with_metrics(
         "[[filters]]\ntype = \"protobuf\"\nprotos = \"protos/**/*.proto\"\n\
          [[outputs]]\ntype = \"file\"\npath = \"events/all.jsonl\"\n",
     );
@@ -215,6 +217,7 @@ async fn invalid_protos_the_kind_cap_and_reloads_are_counted_with_their_labels()
         "syntax = \"proto3\";\npackage obs;\nmessage Ok { int32 n = 1; }\n".to_owned(),
     )];
     let agent = Agent::start(options);
+    let metrics = agent.metrics_addr();
     let mut client = agent.client().await;
     // 105 kinds the filter cannot decode: the first 100 get a label each,
     // the other 5 count as `other`.
@@ -277,6 +280,48 @@ async fn invalid_protos_the_kind_cap_and_reloads_are_counted_with_their_labels()
     assert!(reloads("ok")(&text), "{text}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_panics_and_protobuf_fallbacks_carry_pipeline_and_plugin() {
+    let mut options = with_metrics(
+        "[[filters]]\ntype = \"fault\"\nid = \"faulty\"\nevent_id = \"boom\"\naction = \"panic\"\n\
+         [[filters]]\ntype = \"protobuf\"\nid = \"decoder\"\nprotos = \"protos/**/*.proto\"\n\
+         [[outputs]]\ntype = \"file\"\npath = \"events/all.jsonl\"\n",
+    );
+    options.files = vec![(
+        "protos/obs/text.proto".to_owned(),
+        "syntax = \"proto3\";\npackage obs;\nmessage Text { int32 n = 1; string s = 2; }\n".to_owned(),
+    )];
+    let agent = Agent::start(options);
+    let mut client = agent.client().await;
+    // `s` is not UTF-8: the transcoder leaves it to prost-reflect
+    // (`malformed`), which flags it. The fault filter panics on `boom`.
+    let not_utf8 = Event::bytes(Format::Protobuf, "obs.Text", vec![0x12, 0x01, 0xff]).with_id("bad-text");
+    let boom = Event::bytes(Format::Protobuf, "obs.Text", vec![0x08, 0x01]).with_id("boom");
+    let fine = Event::bytes(Format::Protobuf, "obs.Text", vec![0x08, 0x02]).with_id("fine");
+    store_ok(&mut client, vec![not_utf8, boom, fine]).await;
+
+    let text = scrape(agent.metrics_addr());
+    assert_eq!(
+        value(&text, "eventstash_filter_panics_total", &[("plugin", "faulty")]),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "eventstash_protobuf_fallbacks_total",
+            &[("plugin", "decoder"), ("reason", "malformed")]
+        ),
+        1.0
+    );
+    let stored = read_documents(&agent.path("events/all.jsonl"));
+    let flagged: Vec<_> = stored
+        .iter()
+        .filter(|d| d["invalidProto"] == true)
+        .map(|d| d["id"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(flagged, ["bad-text", "boom"], "{stored:?}");
+}
+
 /// The status `grpc.health.v1` gives `service` on `addr`.
 async fn service_status(addr: SocketAddr, service: &str) -> Result<ServingStatus, tonic::Code> {
     use tonic_health::pb::HealthCheckRequest;
@@ -296,7 +341,7 @@ async fn service_status(addr: SocketAddr, service: &str) -> Result<ServingStatus
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_health_of_hfx_v1_event_stash_follows_the_agent() {
-    let (options, _) = with_metrics("[[outputs]]\ntype = \"file\"\npath = \"out/%{index}.jsonl\"\n");
+    let options = with_metrics("[[outputs]]\ntype = \"file\"\npath = \"out/%{index}.jsonl\"\n");
     let agent = tokio::task::block_in_place(|| Agent::start(options));
     let service = "hfx.v1.EventStash";
     assert_eq!(service_status(agent.addr, service).await, Ok(ServingStatus::Serving));

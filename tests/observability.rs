@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// The file pipeline with a metrics endpoint on `{metrics}` and outputs
-/// declared unhealthy after 300 ms of failures.
-fn observed_pipeline(path: &str) -> (AgentOptions, SocketAddr) {
-    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+/// The file pipeline with a metrics endpoint on a port the system picks
+/// (see [`Agent::metrics_addr`]) and outputs declared unhealthy after 300 ms
+/// of failures.
+fn observed_pipeline(path: &str) -> AgentOptions {
     let config = format!(
-        "[pipeline]\nunhealthy_after_ms = 300\n[metrics]\nbind = \"{metrics}\"\n[[inputs]]\ntype = \"grpc\"\nbind = \"127.0.0.1:{{port}}\"\n[[outputs]]\ntype = \"file\"\npath = \"{path}\"\n"
+        "[pipeline]\nunhealthy_after_ms = 300\n[metrics]\nbind = \"127.0.0.1:0\"\n[[inputs]]\ntype = \"grpc\"\nbind = \"127.0.0.1:{{port}}\"\n[[outputs]]\ntype = \"file\"\npath = \"{path}\"\n"
     );
-    (AgentOptions::new(&config), metrics)
+    AgentOptions::new(&config)
 }
 
 fn scrape(metrics: SocketAddr) -> String {
@@ -34,8 +34,9 @@ fn health(metrics: SocketAddr) -> (u16, serde_json::Value) {
 
 #[tokio::test]
 async fn metrics_count_events_in_out_and_invalid_payloads() {
-    let (options, metrics) = observed_pipeline("events/%{index}.jsonl");
+    let options = observed_pipeline("events/%{index}.jsonl");
     let agent = Agent::start(options);
+    let metrics = agent.metrics_addr();
     let mut client = agent.client().await;
     let events: Vec<_> = (0..500).map(|n| json_event("m-", n, "k", "{\"ok\":1}")).collect();
     store_ok(&mut client, events).await;
@@ -86,8 +87,9 @@ fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_turns_not_serving_while_an_output_fails_and_back_when_it_recovers() {
-    let (options, metrics) = observed_pipeline("out/%{index}.jsonl");
+    let options = observed_pipeline("out/%{index}.jsonl");
     let agent = Agent::start(options);
+    let metrics = agent.metrics_addr();
     assert!(healthcheck(agent.addr));
     let (status, report) = health(metrics);
     assert_eq!((status, report["serving"].as_bool()), (200, Some(true)), "{report}");
@@ -121,11 +123,12 @@ async fn health_turns_not_serving_while_an_output_fails_and_back_when_it_recover
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_says_draining_during_shutdown() {
-    let (mut options, metrics) = observed_pipeline("events/%{index}.jsonl");
+    let mut options = observed_pipeline("events/%{index}.jsonl");
     options.config = options
         .config
         .replace("[pipeline]\n", "[pipeline]\nshutdown_timeout_ms = 10000\n");
     let mut agent = Agent::start(options);
+    let metrics = agent.metrics_addr();
     let client = agent.client().await;
     let slow = futures::StreamExt::then(tokio_stream::iter(0..20), |n| async move {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -175,7 +178,7 @@ fn held_back(line: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_continuing_output_outage_logs_one_line_per_interval_with_the_count_held_back() {
-    let (options, _) = observed_pipeline("out/%{index}.jsonl");
+    let options = observed_pipeline("out/%{index}.jsonl");
     let agent = Agent::start(options);
     std::fs::write(agent.path("out"), "blocker").unwrap();
     let lines_before = agent.log().lines().count();
@@ -220,8 +223,9 @@ async fn a_continuing_output_outage_logs_one_line_per_interval_with_the_count_he
 
 #[tokio::test]
 async fn huge_producer_kinds_do_not_blow_up_the_metrics() {
-    let (options, metrics) = observed_pipeline("events/all.jsonl");
+    let options = observed_pipeline("events/all.jsonl");
     let agent = Agent::start(options);
+    let metrics = agent.metrics_addr();
     let mut client = agent.client().await;
     for n in 0..20 {
         let kind = format!("{n:03}{}", "k".repeat(256 * 1024));

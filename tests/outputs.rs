@@ -31,7 +31,7 @@ async fn ten_thousand_grpc_events_land_in_elasticsearch_with_their_ids_and_templ
     // HFXEventStash's template under a name and index pattern of this
     // test's own: another test's template on the shared server can neither
     // satisfy the check nor shape this test's index.
-    let own = format!("e2e{}x{}", std::process::id(), free_port());
+    let own = format!("e2e{}", unique_suffix());
     let shipped = std::fs::read(repo_root().join("templates/evt.json")).unwrap();
     let mut template: serde_json::Value = serde_json::from_slice(&shipped).unwrap();
     template["index_patterns"] = serde_json::json!([format!("{own}-*")]);
@@ -87,8 +87,7 @@ async fn ten_thousand_grpc_events_land_in_elasticsearch_with_their_ids_and_templ
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_grpc_events_land_in_dynamodb_and_are_found_by_both_indexes() {
     let url = server("EVENTSTASH_TEST_DYNAMODB_URL");
-    let port = free_port();
-    let table = format!("e2e-events-{port}");
+    let table = format!("e2e-events-{}", unique_suffix());
     let config = format!(
         "[pipeline]\nid = \"e2e\"\n[[inputs]]\ntype = \"grpc\"\nbind = \"127.0.0.1:{{port}}\"\n[[outputs]]\ntype = \"dynamodb\"\ntable = \"{table}\"\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\ncreate_table = true\nconcurrency = 2\n"
     );
@@ -134,7 +133,7 @@ print(count("Type-Index", "Type", "e2e.Stored"), count("Source-Index", "Source",
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numbers_dynamodb_cannot_hold_are_dead_lettered_and_their_neighbours_stored() {
     let url = server("EVENTSTASH_TEST_DYNAMODB_URL");
-    let table = format!("e2e-numbers-{}", free_port());
+    let table = format!("e2e-numbers-{}", unique_suffix());
     let config = format!(
         "[pipeline]\nid = \"e2e\"\n[[inputs]]\ntype = \"grpc\"\nbind = \"127.0.0.1:{{port}}\"\n[[outputs]]\ntype = \"dynamodb\"\ntable = \"{table}\"\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\ncreate_table = true\ndead_letter_path = \"dlq.jsonl\"\n"
     );

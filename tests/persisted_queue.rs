@@ -56,6 +56,7 @@ async fn every_acknowledged_event_survives_repeated_kill_9_under_load() {
     let pauses = [450, 800, 300];
     for (round, pause) in pauses.into_iter().enumerate() {
         let producers = produce_until_killed(&agent, round, acked.clone()).await;
+        // Load for a while, then the kill: a window, not a wait for a state.
         tokio::time::sleep(Duration::from_millis(pause)).await;
         agent.signal("KILL");
         agent.wait_exit(Duration::from_secs(10));
@@ -394,4 +395,72 @@ fn a_second_agent_on_the_same_queue_directory_exits_2_naming_it_and_the_holder()
         "the other process is not named:\n{log}"
     );
     assert!(healthcheck(first.addr), "the first agent must keep running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_starting_while_the_replay_is_held_then_serving() {
+    // The file output's syncs are held, so the persisted records stay
+    // unfinished; two kill -9s make the third start replay carefully, one
+    // record at a time, each waiting for the output (up to 10 s): a replay
+    // that takes as long as the test holds the sync.
+    let hold = SyncHold::new();
+    let config = format!(
+        "[queue]\ntype = \"persisted\"\nack = \"queued\"\npath = \"queue\"\n\
+         [metrics]\nbind = \"127.0.0.1:0\"\n{FILE_PIPELINE}"
+    );
+    let mut options = AgentOptions::new(&config);
+    options.env = vec![hold.env()];
+    let mut agent = Agent::start(options);
+    hold.hold("file-output");
+    let mut client = agent.client().await;
+    for n in 0..3 {
+        store_ok(&mut client, vec![json_event("held-", n, "k", "{}")]).await;
+    }
+    hold.wait_for_syncs("file-output", 1);
+    agent.signal("KILL");
+    agent.wait_exit(Duration::from_secs(10));
+    agent.restart(&[hold.env()], false);
+    agent.signal("KILL");
+    agent.wait_exit(Duration::from_secs(10));
+
+    let offset = agent.relaunch(&[hold.env()]);
+    let since = |agent: &Agent| agent.log().get(offset..).unwrap_or_default().to_owned();
+    let mut metrics = None;
+    wait_until(
+        "the metrics endpoint of the third start",
+        Duration::from_secs(10),
+        || {
+            metrics = logged_addr(&since(&agent), "metrics and health endpoint listening");
+            metrics.is_some()
+        },
+    );
+    let metrics = metrics.unwrap();
+    wait_until("the careful replay", Duration::from_secs(10), || {
+        hold.syncs("file-output").len() >= 3
+    });
+    // Replaying: /health says starting with 503, /metrics (the liveness
+    // probe) answers, and no input listens yet.
+    let state = |body: &str| -> String {
+        let report: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        report["state"].as_str().unwrap_or_default().to_owned()
+    };
+    let (status, body) = http_get(metrics, "/health");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(state(&body), "starting", "{body}");
+    assert_eq!(http_get(metrics, "/metrics").0, 200);
+    assert_eq!(agent.listening_since(offset), None, "{}", since(&agent));
+
+    hold.release("file-output");
+    wait_until("the agent to serve after the replay", Duration::from_secs(30), || {
+        http_get(metrics, "/health").0 == 200
+    });
+    let (_, body) = http_get(metrics, "/health");
+    assert_eq!(state(&body), "running", "{body}");
+    let addr = agent.listening_since(offset).expect("serving, but no input listens");
+    assert!(healthcheck(addr), "gRPC health is not SERVING");
+    wait_until("the replayed events in the file", Duration::from_secs(10), || {
+        ["held-0", "held-1", "held-2"]
+            .iter()
+            .all(|id| ids_in_file(&agent).contains(*id))
+    });
 }

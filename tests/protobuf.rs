@@ -170,7 +170,8 @@ async fn with_watch_a_new_proto_file_is_loaded_without_a_signal() {
         ping_document(&agent, "watched")["data"],
         json!({"message": "hello", "sequence": "7"})
     );
-    // Reloading reads the files; those reads must not count as changes.
+    // Reloading reads the files; those reads must not count as changes. A
+    // measuring window: no further reload may come within 1 s.
     std::thread::sleep(std::time::Duration::from_secs(1));
     let reloads = agent.log().matches("proto files reloaded").count();
     assert!(reloads <= 2, "{reloads} reloads for one change:\n{}", agent.log());

@@ -156,9 +156,8 @@ async fn tokens_missing_or_wrong_are_unauthenticated_and_the_right_one_names_the
         tokens_file(&[("billing", "s3cret-billing", "")]),
     ));
     // A `[metrics]` table after the input's keys, to count the refusals.
-    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
     let agent = tls_agent(
-        &format!("{TLS}\n{TOKENS}\n[metrics]\nbind = \"{metrics}\""),
+        &format!("{TLS}\n{TOKENS}\n[metrics]\nbind = \"127.0.0.1:0\""),
         files,
         &ClientTls::ca(),
     );
@@ -183,7 +182,7 @@ async fn tokens_missing_or_wrong_are_unauthenticated_and_the_right_one_names_the
     assert_eq!(documents.len(), 2, "only the authenticated stream is stored");
     assert!(documents.iter().all(|doc| doc["source"] == "billing"));
     assert!(!agent.log().contains("s3cret-billing"), "a token reached the log");
-    let (_, text) = http_get(metrics, "/metrics");
+    let (_, text) = http_get(agent.metrics_addr(), "/metrics");
     let refused = text
         .lines()
         .find(|line| {
@@ -344,7 +343,7 @@ fn validate_reports_an_expired_or_not_yet_valid_server_certificate() {
         for (relative, text) in tls_files(&ca, &server, &[]) {
             write_file(&dir.path().join(relative), &text);
         }
-        let config = secure_file_pipeline(TLS).replace("{port}", &free_port().to_string());
+        let config = secure_file_pipeline(TLS).replace("{port}", "0");
         std::fs::write(dir.path().join("pipeline.toml"), config).unwrap();
         let output = Command::new(EVENTSTASH)
             .args(["validate", "-c", "pipeline.toml"])

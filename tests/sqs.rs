@@ -10,9 +10,11 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use support::sqs::{AgentSpec, aws_env, boto, create_queue, protos_glob, sqs_url, start_agent, stop_agent};
+use support::sqs::{
+    AgentSpec, aws_env, boto, create_queue, protos_glob, queue_counts, sqs_url, start_agent, stop_agent,
+};
 use support::*;
 
 const PRODUCERS: usize = 4;
@@ -111,19 +113,17 @@ struct Sent {
 /// be stored once, and the queue must end empty.
 async fn events_survive_a_store_agent_killed_midway(codec: &str) -> Sent {
     let url = sqs_url();
-    let run = free_port();
+    let run = unique_suffix();
     let queue = create_queue(&url, &format!("e2e-{codec}-{run}"));
     let table = format!("e2e-sqs-{codec}-{run}");
     let store_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(store_file.path(), STORE_BY_EVENT).unwrap();
 
-    let front_metrics = format!("127.0.0.1:{}", free_port());
     let front_env = env(
         &[
             ("SQS_QUEUE_URL", &queue),
             ("PROTOS_GLOB", &protos_glob()),
             ("SQS_CODEC", codec),
-            ("METRICS_BIND", &front_metrics),
         ],
         &url,
     );
@@ -167,7 +167,12 @@ async fn events_survive_a_store_agent_killed_midway(codec: &str) -> Sent {
         }));
     }
     let half = PRODUCERS * per_producer / 2;
+    let deadline = Instant::now() + Duration::from_secs(120);
     while acknowledged.load(Ordering::Relaxed) < half {
+        assert!(
+            Instant::now() < deadline,
+            "half the events not acknowledged within 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     victim.signal("KILL");
@@ -235,8 +240,8 @@ print(json.dumps({"queue": counts(), "items": len(items), "ids": sorted(set(item
     );
     let sent = Sent {
         events: total,
-        requests: sqs_metric(&front_metrics, SQS_REQUESTS, "SendMessageBatch"),
-        billed: sqs_metric(&front_metrics, SQS_BILLED_REQUESTS, "SendMessageBatch"),
+        requests: sqs_metric(front.metrics_addr(), SQS_REQUESTS, "SendMessageBatch"),
+        billed: sqs_metric(front.metrics_addr(), SQS_BILLED_REQUESTS, "SendMessageBatch"),
     };
     stop_agent(&mut survivor, Duration::from_secs(15));
     stop_agent(&mut front, Duration::from_secs(15));
@@ -248,8 +253,8 @@ const SQS_REQUESTS: &str = "eventstash_sqs_requests_total";
 const SQS_BILLED_REQUESTS: &str = "eventstash_sqs_billed_requests_total";
 
 /// An agent's SQS counter for one request type, from its `/metrics`.
-fn sqs_metric(metrics_bind: &str, name: &str, request: &str) -> usize {
-    let (status, text) = http_get(metrics_bind.parse().unwrap(), "/metrics");
+fn sqs_metric(metrics: std::net::SocketAddr, name: &str, request: &str) -> usize {
+    let (status, text) = http_get(metrics, "/metrics");
     assert_eq!(status, 200, "{text}");
     metric_value(&text, name, &[("request", request)])
         .unwrap_or_else(|| panic!("no {name}{{request={request}}}:\n{text}")) as usize
@@ -258,7 +263,7 @@ fn sqs_metric(metrics_bind: &str, name: &str, request: &str) -> usize {
 #[test]
 fn gateway_messages_sent_straight_to_sqs_land_as_the_items_the_lambda_wrote() {
     let url = sqs_url();
-    let run = free_port();
+    let run = unique_suffix();
     let queue = create_queue(&url, &format!("gateway-{run}"));
     let table = format!("gateway-{run}");
     // As the gateway publishes them (`aws sqs send-message --message-body
@@ -344,7 +349,7 @@ print(json.dumps({"items": items, "by_source": count("Source-Index", "Source", "
 #[test]
 fn sigterm_never_deletes_a_message_that_was_not_stored() {
     let url = sqs_url();
-    let queue = create_queue(&url, &format!("drain-{}", free_port()));
+    let queue = create_queue(&url, &format!("drain-{}", unique_suffix()));
     let fill = r#"
 queue = sys.argv[1]
 for first in range(0, 300, 10):
@@ -368,7 +373,11 @@ for first in range(0, 300, 10):
         ready_log: Some("sqs input receiving"),
         pipe_stdout: true,
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // Received: the pipe (64 KiB) cannot take the 300 messages' 120 KB, so
+    // some are still unstored when the drain's deadline passes.
+    wait_until("messages received", Duration::from_secs(30), || {
+        queue_counts(&url, &queue).1 > 0
+    });
     agent.signal("TERM");
     agent.wait_exit(Duration::from_secs(15));
     let mut written = String::new();
@@ -426,7 +435,7 @@ print(json.dumps(sorted(ids)))
 #[test]
 fn a_missing_queue_stops_the_agent_at_start_and_says_which() {
     let url = sqs_url();
-    let name = format!("missing-{}", free_port());
+    let name = format!("missing-{}", unique_suffix());
     let pipeline = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         pipeline.path(),
@@ -478,10 +487,9 @@ fn a_missing_queue_stops_the_agent_at_start_and_says_which() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_packed_message_with_one_poison_event_is_deleted_and_only_that_event_is_dead_lettered() {
     let url = sqs_url();
-    let run = free_port();
+    let run = unique_suffix();
     let queue = create_queue(&url, &format!("poison-{run}"));
     let table = format!("poison-{run}");
-    let front_metrics = format!("127.0.0.1:{}", free_port());
     let mut front = start_agent(AgentSpec {
         pipeline: &shipped("grpc-to-sqs.toml"),
         env: env(
@@ -489,7 +497,6 @@ async fn a_packed_message_with_one_poison_event_is_deleted_and_only_that_event_i
                 ("SQS_QUEUE_URL", &queue),
                 ("PROTOS_GLOB", &protos_glob()),
                 ("SQS_CODEC", "packed"),
-                ("METRICS_BIND", &front_metrics),
             ],
             &url,
         ),
@@ -512,7 +519,7 @@ async fn a_packed_message_with_one_poison_event_is_deleted_and_only_that_event_i
         })
         .collect();
     store_ok(&mut front.client().await, events).await;
-    let requests = sqs_metric(&front_metrics, SQS_REQUESTS, "SendMessageBatch");
+    let requests = sqs_metric(front.metrics_addr(), SQS_REQUESTS, "SendMessageBatch");
     assert!(requests < 10, "100 events took {requests} requests: not packed");
     // Two gateway messages sent straight to the same queue, as a gateway does.
     let send = r#"

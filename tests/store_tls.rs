@@ -10,7 +10,7 @@ mod support;
 
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use support::security::*;
@@ -151,22 +151,31 @@ impl TlsMoto {
         write_file(&dir.path().join("server.crt"), &pem.cert);
         write_file(&dir.path().join("server.key"), &pem.key);
         let moto = PathBuf::from(python()).with_file_name("moto_server");
-        let port = free_port();
+        // Port 0: the server picks one and names it in its "Running on" line.
+        let log = std::fs::File::create(dir.path().join("moto.log")).unwrap();
         let child = Command::new(&moto)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-H", "127.0.0.1", "-p", "0"])
             .arg("--ssl-cert")
             .arg(dir.path().join("server.crt"))
             .arg("--ssl-key")
             .arg(dir.path().join("server.key"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {}: {error}", moto.display()));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let mut port = None;
+        wait_until("moto_server to name its port", Duration::from_secs(30), || {
+            let text = std::fs::read_to_string(dir.path().join("moto.log")).unwrap_or_default();
+            port = text.split("https://127.0.0.1:").nth(1).and_then(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse::<u16>().ok()
+            });
+            port.is_some()
+        });
+        let port = port.unwrap();
+        wait_until("moto_server to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
         TlsMoto { child, port, _dir: dir }
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use eventstash_plugin_api::{EventStore, Filter, PluginContext, ReplaySource};
+use eventstash_plugin_api::{EventStore, PluginContext, ReplaySource};
 
 use super::file::{
     AckMode, EVENT_STORE_KEYS, EventStoreSettings, MetricsSection, OUTPUT_SETTING_KEYS, OutputSettings, PipelineFile,
@@ -55,13 +55,14 @@ fn build_pipeline(file: &Path, parsed: PipelineFile) -> Result<PipelineConfig, K
     let pipeline_queue = queue_limits(queue.max_events, queue.max_bytes).map_err(|e| e.within("queue"))?;
     check_shape(&pipeline, &inputs, &outputs)?;
 
-    let filters = build_filters(filters)?;
+    let filters = build_filters(filters, &pipeline.id)?;
     let (event_stores, mut replay_sources) = build_event_stores(event_stores, &pipeline.id)?;
     let outputs = build_outputs(outputs, &pipeline, &queue, &mut replay_sources)?;
     let wiring = InputWiring {
         stores: &event_stores,
         replay_sources: &replay_sources,
-        filters: filters.iter().map(|f| f.filter.clone()).collect(),
+        pipeline: &pipeline.id,
+        filters: filters.iter().cloned().collect(),
     };
     let inputs = build_inputs(inputs, &pipeline.id, &wiring)?;
 
@@ -135,9 +136,10 @@ fn check_shape(pipeline: &PipelineSection, inputs: &[toml::Table], outputs: &[to
     Ok(())
 }
 
-fn build_filters(tables: Vec<toml::Table>) -> Result<Vec<FilterPlugin>, KeyError> {
+fn build_filters(tables: Vec<toml::Table>, pipeline_id: &str) -> Result<Vec<FilterPlugin>, KeyError> {
     build_each("filters", tables, None, |table| {
-        let filter = registry::build_filter(&table.kind, table.rest)?;
+        let context = PluginContext::new(pipeline_id, &table.id);
+        let filter = registry::build_filter(&table.kind, table.rest, &context)?;
         Ok(FilterPlugin {
             id: table.id,
             filter: Arc::from(filter),
@@ -216,7 +218,9 @@ fn output_batching(
 struct InputWiring<'a> {
     stores: &'a Named<dyn EventStore>,
     replay_sources: &'a Named<dyn ReplaySource>,
-    filters: Arc<[Arc<dyn Filter>]>,
+    /// `[pipeline] id`, for the filters' metric labels.
+    pipeline: &'a str,
+    filters: Arc<[FilterPlugin]>,
 }
 
 fn build_inputs(
@@ -298,7 +302,10 @@ fn event_store_backends(
                     format!("no [[event_stores]] table has id {id:?} (known: {known})"),
                 )
             })?;
-            Some(Arc::new(FilteredEventStore::new(store, wiring.filters.clone())) as Arc<dyn EventStore>)
+            Some(
+                Arc::new(FilteredEventStore::new(store, wiring.pipeline, wiring.filters.clone()))
+                    as Arc<dyn EventStore>,
+            )
         }
         None => None,
     };

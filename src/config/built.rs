@@ -47,6 +47,7 @@ pub struct InputPlugin {
 }
 
 /// A built filter and its id.
+#[derive(Clone)]
 pub struct FilterPlugin {
     /// `type#index` unless the table gives an `id`.
     pub id: String,

@@ -13,7 +13,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 use std::sync::Arc;
 
-use eventstash_plugin_api::{Event, Filter, Payload};
+use eventstash_plugin_api::{Event, Payload};
 use futures::StreamExt as _;
 use metrics::counter;
 use tracing::{error, warn};
@@ -49,7 +49,7 @@ fn kind_label(kind: &str) -> &str {
 /// full one.
 pub(super) struct FilterStage {
     pipeline: String,
-    filters: Arc<[Arc<dyn Filter>]>,
+    filters: Arc<[FilterPlugin]>,
     /// Kinds that already have their own invalid-event label.
     invalid_kinds: HashSet<String>,
 }
@@ -58,7 +58,7 @@ impl FilterStage {
     pub(super) fn new(pipeline: &str, filters: Vec<FilterPlugin>) -> FilterStage {
         FilterStage {
             pipeline: pipeline.to_owned(),
-            filters: filters.into_iter().map(|f| f.filter).collect(),
+            filters: filters.into(),
             invalid_kinds: HashSet::new(),
         }
     }
@@ -76,9 +76,10 @@ impl FilterStage {
             queue.recv().await.map(|queued| (queued, queue))
         });
         let filters = self.filters.clone();
+        let pipeline: Arc<str> = Arc::from(self.pipeline.as_str());
         let mut filtered = pin!(
             batches
-                .map(|queued| apply_filters(filters.clone(), queued))
+                .map(|queued| apply_filters(pipeline.clone(), filters.clone(), queued))
                 .buffered(workers.max(1))
         );
         while let Some(queued) = filtered.next().await {
@@ -141,14 +142,15 @@ impl FilterStage {
 /// Runs the filters over one batch on a runtime thread of its own; see
 /// [`apply_isolated`] for what a panicking filter costs.
 async fn apply_filters(
-    filters: Arc<[Arc<dyn Filter>]>,
+    pipeline: Arc<str>,
+    filters: Arc<[FilterPlugin]>,
     mut queued: Queued<PipelineItem>,
 ) -> Option<Queued<PipelineItem>> {
     if filters.is_empty() || queued.item.events.is_empty() {
         return Some(queued);
     }
     let filtered = tokio::spawn(async move {
-        apply_isolated(&filters, &mut queued.item.events);
+        apply_isolated(&pipeline, &filters, &mut queued.item.events);
         queued
     });
     match filtered.await {
@@ -167,15 +169,15 @@ async fn apply_filters(
 /// changed, so the second pass redoes nothing. Without this, one event would
 /// fail its whole batch, and a persisted batch would fail again at every
 /// restart.
-pub(crate) fn apply_isolated(filters: &[Arc<dyn Filter>], events: &mut [Event]) {
-    for filter in filters {
+pub(crate) fn apply_isolated(pipeline: &str, filters: &[FilterPlugin], events: &mut [Event]) {
+    for FilterPlugin { id, filter } in filters {
         if catch_unwind(AssertUnwindSafe(|| filter.apply(events))).is_ok() {
             continue;
         }
         for event in events.iter_mut() {
             if catch_unwind(AssertUnwindSafe(|| filter.apply(std::slice::from_mut(event)))).is_err() {
                 error!(kind = %kind_label(&event.kind), "a filter panicked on an event; it is passed on unfiltered");
-                counter!(FILTER_PANICS).increment(1);
+                counter!(FILTER_PANICS, "pipeline" => pipeline.to_owned(), "plugin" => id.clone()).increment(1);
                 if let Payload::Protobuf(bytes) = &event.payload {
                     event.payload = Payload::InvalidProto(bytes.clone());
                 }

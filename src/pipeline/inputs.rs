@@ -52,6 +52,9 @@ pub(super) struct InputStarter {
     /// Whether the agent is serving (health); the inputs mirror it in their
     /// health protocols. The sender is `AgentHealth`.
     pub(super) serving: watch::Receiver<bool>,
+    /// Set once the replay is queued and every input is started; the
+    /// receiver is `app::run`, which marks the agent running then.
+    pub(super) started: watch::Sender<bool>,
 }
 
 impl InputStarter {
@@ -88,6 +91,7 @@ impl InputStarter {
                 }
             });
         }
+        self.started.send_replace(true);
     }
 }
 
@@ -100,7 +104,7 @@ impl InputStarter {
         let plan = guard.plan(replay);
         replay_guard::report(&plan);
         for batch in &plan.poisoned {
-            if guard.set_aside(batch).await {
+            if guard.set_aside(&self.pipeline, batch).await {
                 persistence.log.finish_everywhere(batch);
             }
         }

@@ -28,9 +28,20 @@ use eventstash_client::{Client, Event, Format};
 /// The binary under test.
 pub const EVENTSTASH: &str = env!("CARGO_BIN_EXE_eventstash");
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, for a client that must find no
+/// server there. Never bind it later: servers bind port 0 and report the
+/// port (see [`Agent::start`]).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A suffix that makes the names a test gives things on a shared server
+/// (queues, tables, indices, templates) its own: the process id and a
+/// count within the process.
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A running agent in a temporary directory; killed when dropped.
@@ -162,6 +173,18 @@ impl Agent {
         self.wait_until_serving();
     }
 
+    /// Starts the agent again in the same directory like [`Agent::restart`],
+    /// but returns at once, waiting for nothing; the result is the log
+    /// offset from which the new process's lines start.
+    pub fn relaunch(&mut self, env: &[(String, String)]) -> usize {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        forget_agent(self.child.id());
+        let log_offset = self.log().len();
+        self.child = launch(self.dir.path(), env, false, None);
+        log_offset
+    }
+
     /// The address in the first "gRPC input listening" line of the log
     /// after `log_offset`, once it is there.
     fn wait_for_listening(&mut self, log_offset: usize) -> SocketAddr {
@@ -187,12 +210,18 @@ impl Agent {
     }
 
     /// The metrics endpoint's address (`[metrics] bind`, port 0 allowed),
-    /// from its "metrics and health endpoint listening" log line.
+    /// from the last "metrics and health endpoint listening" log line: the
+    /// current process's after a restart.
     pub fn metrics_addr(&self) -> SocketAddr {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let log = self.log();
-            if let Some(addr) = logged_addr(&log, "metrics and health endpoint listening") {
+            let last = log
+                .rfind("metrics and health endpoint listening")
+                .and_then(|at| log[..at].rfind('\n').map(|start| start + 1).or(Some(0)));
+            if let Some(addr) =
+                last.and_then(|start| logged_addr(&log[start..], "metrics and health endpoint listening"))
+            {
                 return addr;
             }
             assert!(Instant::now() < deadline, "no metrics endpoint in the log:\n{log}");

@@ -16,7 +16,7 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::service::Interceptor;
 
-use super::{Agent, AgentOptions, EVENTSTASH, answer, free_port, write_file};
+use super::{Agent, AgentOptions, EVENTSTASH, answer, logged_addr, write_file};
 
 /// A certificate and its key, as PEM text.
 #[derive(Clone)]
@@ -166,10 +166,10 @@ impl ClientTls {
 
 /// Starts an agent whose gRPC port needs TLS, and waits until `eventstash
 /// healthcheck` over TLS (as `healthcheck_tls` says) reports SERVING.
+/// `{port}` becomes 0: the agent names the port it bound in its log.
 pub fn start_tls_agent(options: AgentOptions, healthcheck_tls: &ClientTls) -> Agent {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = options.config.replace("{port}", &port.to_string());
+    let config = options.config.replace("{port}", "0");
     fs::write(dir.path().join("pipeline.toml"), config).unwrap();
     for (relative, text) in &options.files {
         write_file(&dir.path().join(relative), text);
@@ -191,7 +191,7 @@ pub fn start_tls_agent(options: AgentOptions, healthcheck_tls: &ClientTls) -> Ag
         .unwrap();
     let mut agent = Agent {
         dir,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         child,
     };
     let args = healthcheck_tls.healthcheck_args(agent.dir.path());
@@ -200,7 +200,12 @@ pub fn start_tls_agent(options: AgentOptions, healthcheck_tls: &ClientTls) -> Ag
         if let Ok(Some(status)) = agent.child.try_wait() {
             panic!("agent exited early with {status}:\n{}", agent.log());
         }
-        if healthcheck_with(agent.addr, &args).0 {
+        if agent.addr.port() == 0
+            && let Some(addr) = logged_addr(&agent.log(), "gRPC input listening")
+        {
+            agent.addr = addr;
+        }
+        if agent.addr.port() != 0 && healthcheck_with(agent.addr, &args).0 {
             return agent;
         }
         assert!(

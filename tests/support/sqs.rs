@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{Agent, EVENTSTASH, free_port, healthcheck, python, run_ok};
+use super::{Agent, EVENTSTASH, healthcheck, logged_addr, python, run_ok};
 
 /// The moto server's URL; the tests fail, not skip, without it.
 pub fn sqs_url() -> String {
@@ -72,8 +72,9 @@ print(a["ApproximateNumberOfMessages"], a["ApproximateNumberOfMessagesNotVisible
 pub struct AgentSpec<'a> {
     /// The pipeline file (a shipped one, or one the test wrote).
     pub pipeline: &'a Path,
-    /// Its variables; `GRPC_BIND_ADDRESS`, `METRICS_BIND` and
-    /// `EVENTSTASH_DATA_DIR` are set to free, private values.
+    /// Its variables; `GRPC_BIND_ADDRESS` and `METRICS_BIND` are set to
+    /// port 0 (the agent names the ports it bound: `Agent::addr`,
+    /// `Agent::metrics_addr`) and `EVENTSTASH_DATA_DIR` to a private one.
     pub env: Vec<(String, String)>,
     /// Wait until this appears in the log (for agents without gRPC input);
     /// `None`: wait for the gRPC health check.
@@ -85,15 +86,14 @@ pub struct AgentSpec<'a> {
 /// Starts an agent in its own directory and waits until it is ready.
 pub fn start_agent(spec: AgentSpec<'_>) -> Agent {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
     let child = Command::new(EVENTSTASH)
         .args(["run", "-c"])
         .arg(spec.pipeline)
         .current_dir(dir.path())
         .env("LOG_LEVEL", "info")
-        .env("GRPC_BIND_ADDRESS", format!("127.0.0.1:{port}"))
-        .env("METRICS_BIND", format!("127.0.0.1:{}", free_port()))
+        .env("GRPC_BIND_ADDRESS", "127.0.0.1:0")
+        .env("METRICS_BIND", "127.0.0.1:0")
         .env("EVENTSTASH_DATA_DIR", dir.path().join("data"))
         .env("SHUTDOWN_TIMEOUT", "10000")
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -108,7 +108,7 @@ pub fn start_agent(spec: AgentSpec<'_>) -> Agent {
         .unwrap();
     let mut agent = Agent {
         dir,
-        addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         child,
     };
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -116,9 +116,14 @@ pub fn start_agent(spec: AgentSpec<'_>) -> Agent {
         if let Ok(Some(status)) = agent.child.try_wait() {
             panic!("agent exited early with {status}:\n{}", agent.log());
         }
+        if agent.addr.port() == 0
+            && let Some(addr) = logged_addr(&agent.log(), "gRPC input listening")
+        {
+            agent.addr = addr;
+        }
         let ready = match spec.ready_log {
             Some(needle) => agent.log().contains(needle),
-            None => healthcheck(agent.addr),
+            None => agent.addr.port() != 0 && healthcheck(agent.addr),
         };
         if ready {
             return agent;

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
 
-use eventstash_plugin_api::{BoxError, Event, Filter, Payload};
+use eventstash_plugin_api::{BoxError, Event, Filter, Payload, PluginContext};
 use metrics::counter;
 use prost_reflect::SerializeOptions;
 use tracing::{debug, info, warn};
@@ -101,7 +101,9 @@ impl ProtoDecoder {
         }
     }
 
-    pub(crate) fn apply(&self, events: &mut [Event]) {
+    /// Decodes the batch; returns how many payloads each
+    /// [`Fallback`] reason left to prost-reflect.
+    pub(crate) fn apply(&self, events: &mut [Event]) -> [u64; Fallback::ALL.len()] {
         let set = self.current();
         let mut transcoder = Transcoder::new(&set.transcode, self.proto_names, self.max_depth.get());
         let json = match self.shape {
@@ -117,11 +119,7 @@ impl ProtoDecoder {
         for event in events {
             self.decode_event(&mut decoder, event);
         }
-        for (reason, &count) in Fallback::ALL.iter().zip(&decoder.fallbacks) {
-            if count > 0 {
-                counter!(FALLBACKS, "reason" => reason.label()).increment(count);
-            }
-        }
+        decoder.fallbacks
     }
 
     /// Compiles the files again; on error the current set stays.
@@ -153,6 +151,9 @@ pub struct ProtobufFilter {
     watch: bool,
     /// Kept alive for as long as the filter; dropping it stops the watch.
     watcher: Mutex<Option<ProtoWatcher>>,
+    /// `pipeline` and `plugin` labels of the fallback counter; empty until
+    /// [`ProtobufFilter::in_context`] names them.
+    labels: Vec<(&'static str, String)>,
 }
 
 impl ProtobufFilter {
@@ -161,7 +162,17 @@ impl ProtobufFilter {
             decoder: Arc::new(decoder),
             watch,
             watcher: Mutex::new(None),
+            labels: Vec::new(),
         })
+    }
+
+    /// The filter, its metrics labelled with its pipeline and id.
+    pub fn in_context(mut self, context: &PluginContext) -> ProtobufFilter {
+        self.labels = vec![
+            ("pipeline", context.pipeline.clone()),
+            ("plugin", context.plugin.clone()),
+        ];
+        self
     }
 
     /// Whether the `.proto` files are being watched.
@@ -181,7 +192,14 @@ impl ProtobufFilter {
 
 impl Filter for ProtobufFilter {
     fn apply(&self, events: &mut [Event]) {
-        self.decoder.apply(events);
+        let fallbacks = self.decoder.apply(events);
+        for (reason, &count) in Fallback::ALL.iter().zip(&fallbacks) {
+            if count > 0 {
+                let mut labels = self.labels.clone();
+                labels.push(("reason", reason.label().to_owned()));
+                counter!(FALLBACKS, &labels).increment(count);
+            }
+        }
     }
 
     /// Starts the watcher (`watch = true`); starting twice starts one.

@@ -267,7 +267,12 @@ impl GrpcInputConfig {
             max_json_depth: in_range("max_json_depth", self.max_json_depth, 1, MAX_JSON_DEPTH, "")?,
         };
         let security = security(self.tls, self.auth)?;
-        Ok(GrpcInput { addr, limits, security })
+        Ok(GrpcInput {
+            addr,
+            limits,
+            security,
+            listener: None,
+        })
     }
 }
 

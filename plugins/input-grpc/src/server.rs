@@ -49,6 +49,21 @@ pub struct GrpcInput {
     pub(crate) limits: Limits,
     /// TLS and producer authentication.
     pub(crate) security: Security,
+    /// A socket already bound, served instead of binding `addr`: an
+    /// embedding program (a test) binds port 0 itself and knows the port
+    /// without probing for a free one.
+    pub(crate) listener: Option<std::net::TcpListener>,
+}
+
+impl GrpcInput {
+    /// Serves on `listener` (already bound) instead of binding `bind`.
+    pub fn with_listener(mut self, listener: std::net::TcpListener) -> GrpcInput {
+        if let Ok(addr) = listener.local_addr() {
+            self.addr = addr;
+        }
+        self.listener = Some(listener);
+        self
+    }
 }
 
 #[async_trait]
@@ -66,11 +81,18 @@ impl GrpcInput {
         ctx: InputContext,
         event_store: Option<EventStoreBackends>,
     ) -> Result<(), BoxError> {
-        let GrpcInput { addr, limits, security } = self;
+        let GrpcInput {
+            addr,
+            limits,
+            security,
+            listener,
+        } = self;
         raise_open_file_limit(limits.max_connections);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| GrpcInputError::Listen { addr, source })?;
+        let listener = match listener {
+            Some(bound) => bound.set_nonblocking(true).and_then(|()| TcpListener::from_std(bound)),
+            None => TcpListener::bind(addr).await,
+        }
+        .map_err(|source| GrpcInputError::Listen { addr, source })?;
         // With port 0 the system picks the port; the "listening" line names
         // the one bound (a documented interface: tests and scripts read it).
         let addr = listener.local_addr().unwrap_or(addr);

@@ -56,18 +56,13 @@ struct Running {
     task: JoinHandle<Result<(), BoxError>>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start(outcome: Outcome) -> Running {
-    let addr = format!("127.0.0.1:{}", free_port());
+    // Bound here on port 0 and handed to the input: no port probed and
+    // bound later.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
     let config: GrpcInputConfig = toml::from_str(&format!("bind = \"{addr}\"")).unwrap();
-    let input = Box::new(config.build().unwrap());
+    let input = Box::new(config.build().unwrap().with_listener(listener));
     let events = Arc::new(Mutex::new(Vec::new()));
     let shutdown = CancellationToken::new();
     let (_serving, serving) = tokio::sync::watch::channel(true);
