@@ -313,3 +313,20 @@ fn check_service(service: &Value, workloads: &[&Value]) {
         );
     }
 }
+
+/// The protos ConfigMap ships the repository's example protos (kustomize
+/// reads files only under the kustomization, hence the copy): a copy that
+/// drifted would decode the example producer's events differently in a pod.
+#[test]
+fn the_base_protos_are_copies_of_the_repositorys_examples() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let copy = root.join("deploy/kubernetes/base/protos/addressbook.proto");
+    let original = root.join("protos/examples/contact/addressbook.proto");
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(&original).unwrap(),
+        "{} differs from {}",
+        copy.display(),
+        original.display()
+    );
+}
