@@ -86,9 +86,6 @@ impl AgentSettings {
 pub async fn run(pipelines: Vec<PipelineConfig>) -> std::io::Result<RunOutcome> {
     let mut signals = Signals::install()?;
     let settings = AgentSettings::of(&pipelines);
-    if settings.metrics_bind.is_some() {
-        crate::metrics::recorder();
-    }
     let shutdown = CancellationToken::new();
     // Senders: one per input task (see `pipeline`); receiver: the loop in
     // `wait_for_stop`. It never closes while an input could still fail.

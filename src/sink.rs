@@ -61,16 +61,19 @@ pub(crate) struct PipelineSink {
 impl EventSink for PipelineSink {
     async fn send(&self, mut batch: EventBatch) -> Result<(), SinkError> {
         // A batch larger than allowed is split, each part with its own claim.
-        while let Some(cut) = self.split_point(&batch.events) {
-            let tail = batch.events.split_off(cut);
+        loop {
+            let (len, bytes) = self.first_part(&batch.events);
+            if len == batch.events.len() {
+                return self.enqueue(batch, bytes).await;
+            }
+            let tail = batch.events.split_off(len);
             let head = EventBatch {
                 events: std::mem::replace(&mut batch.events, tail),
                 ack: batch.ack.share(),
                 flush: false,
             };
-            self.enqueue(head).await?;
+            self.enqueue(head, bytes).await?;
         }
-        self.enqueue(batch).await
     }
 
     fn max_batch_events(&self) -> usize {
@@ -79,23 +82,25 @@ impl EventSink for PipelineSink {
 }
 
 impl PipelineSink {
-    /// Where the first part of `events` ends if they do not fit one part:
-    /// after `max_batch_events` events, or before the event that takes the
-    /// part past `max_batch_bytes` (an event larger than that on its own
-    /// is a part of its own).
-    fn split_point(&self, events: &[Event]) -> Option<usize> {
+    /// The first part of `events` that fits one queue item, as its length
+    /// and estimated bytes: at most `max_batch_events` events and
+    /// `max_batch_bytes` bytes (an event larger than that on its own is a
+    /// part of its own).
+    fn first_part(&self, events: &[Event]) -> (usize, usize) {
         let mut bytes = 0;
         for (n, event) in events.iter().enumerate() {
-            bytes += event.size_estimate();
-            if n > 0 && (n >= self.max_batch_events || bytes > self.max_batch_bytes) {
-                return Some(n);
+            let size = event.size_estimate();
+            if n > 0 && (n >= self.max_batch_events || bytes + size > self.max_batch_bytes) {
+                return (n, bytes);
             }
+            bytes += size;
         }
-        None
+        (events.len(), bytes)
     }
 
-    async fn enqueue(&self, batch: EventBatch) -> Result<(), SinkError> {
-        let (count, bytes) = (batch.events.len(), batch.size_estimate());
+    /// Queues one part, `bytes` its estimated size.
+    async fn enqueue(&self, batch: EventBatch, bytes: usize) -> Result<(), SinkError> {
+        let count = batch.events.len();
         let EventBatch { events, ack, flush } = batch;
         let item = match &self.persistence {
             // Flush markers carry no event: nothing to persist.

@@ -69,22 +69,6 @@ fn python_protobuf_events_are_stored_as_decoded_json() {
     }
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-struct Ping {
-    #[prost(string, tag = "1")]
-    message: String,
-    #[prost(int64, tag = "2")]
-    sequence: i64,
-}
-
-impl prost::Name for Ping {
-    const NAME: &'static str = "Ping";
-    const PACKAGE: &'static str = "demo";
-}
-
-const PING_PROTO: &str =
-    "syntax = \"proto3\";\npackage demo;\nmessage Ping {\n  string message = 1;\n  int64 sequence = 2;\n}\n";
-
 fn ping_event(id: &str) -> Event {
     let ping = Ping {
         message: "hello".into(),

@@ -12,21 +12,6 @@ use crate::support::security::{assert_stored, send};
 use crate::support::*;
 use crate::volume::ConfigMapVolume;
 
-#[derive(Clone, PartialEq, prost::Message)]
-struct Ping {
-    #[prost(string, tag = "1")]
-    message: String,
-    #[prost(int64, tag = "2")]
-    sequence: i64,
-}
-
-impl prost::Name for Ping {
-    const NAME: &'static str = "Ping";
-    const PACKAGE: &'static str = "demo";
-}
-
-const PING_V1: &str =
-    "syntax = \"proto3\";\npackage demo;\nmessage Ping {\n  string message = 1;\n  int64 sequence = 2;\n}\n";
 /// The same wire format, field 1 renamed: which one decoded an event shows
 /// in its JSON.
 const PING_V2: &str =
@@ -76,7 +61,7 @@ async fn a_configmap_swap_of_the_protos_is_reloaded_without_a_signal() {
     // The volume lives outside the agent's directory, which Agent::start
     // makes; the pipeline names it by its absolute path, as a pod's does.
     let mount = tempfile::tempdir().unwrap();
-    let mut volume = ConfigMapVolume::create(&mount.path().join("protos"), &[("ping.proto", PING_V1)]);
+    let mut volume = ConfigMapVolume::create(&mount.path().join("protos"), &[("ping.proto", PING_PROTO)]);
     options.config = options
         .config
         .replace("protos/**/*.proto", &format!("{}/**/*.proto", volume.dir.display()));
@@ -98,7 +83,7 @@ async fn a_configmap_swap_of_the_protos_is_reloaded_without_a_signal() {
 
     // The next update swaps again, from the directory the first one made.
     let reloads_before = agent.log().matches("proto files reloaded").count();
-    volume.update(&[("ping.proto", PING_V1)]);
+    volume.update(&[("ping.proto", PING_PROTO)]);
     wait_for_reload(&agent, reloads_before);
     store_ok(&mut client, vec![ping("again")]).await;
     assert_eq!(

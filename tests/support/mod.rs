@@ -25,6 +25,24 @@ use std::time::{Duration, Instant};
 
 use eventstash_client::{Client, Event, Format};
 
+/// `demo.Ping`, the small message the protobuf end-to-end tests send.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Ping {
+    #[prost(string, tag = "1")]
+    pub message: String,
+    #[prost(int64, tag = "2")]
+    pub sequence: i64,
+}
+
+impl prost::Name for Ping {
+    const NAME: &'static str = "Ping";
+    const PACKAGE: &'static str = "demo";
+}
+
+/// The `.proto` file of [`Ping`].
+pub const PING_PROTO: &str =
+    "syntax = \"proto3\";\npackage demo;\nmessage Ping {\n  string message = 1;\n  int64 sequence = 2;\n}\n";
+
 /// The binary under test.
 pub const EVENTSTASH: &str = env!("CARGO_BIN_EXE_eventstash");
 

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
 
 use eventstash_plugin_api::{BoxError, Event, Filter, Payload, PluginContext};
-use metrics::counter;
+use metrics::{Counter, counter};
 use prost_reflect::SerializeOptions;
 use tracing::{debug, info, warn};
 
@@ -151,9 +151,9 @@ pub struct ProtobufFilter {
     watch: bool,
     /// Kept alive for as long as the filter; dropping it stops the watch.
     watcher: Mutex<Option<ProtoWatcher>>,
-    /// `pipeline` and `plugin` labels of the fallback counter; empty until
-    /// [`ProtobufFilter::in_context`] names them.
-    labels: Vec<(&'static str, String)>,
+    /// The fallback counter of each [`Fallback::ALL`] reason, labelled with
+    /// `pipeline` and `plugin` once [`ProtobufFilter::in_context`] names them.
+    fallbacks: Vec<Counter>,
 }
 
 impl ProtobufFilter {
@@ -162,16 +162,16 @@ impl ProtobufFilter {
             decoder: Arc::new(decoder),
             watch,
             watcher: Mutex::new(None),
-            labels: Vec::new(),
+            fallbacks: fallback_counters(&[]),
         })
     }
 
     /// The filter, its metrics labelled with its pipeline and id.
     pub fn in_context(mut self, context: &PluginContext) -> ProtobufFilter {
-        self.labels = vec![
+        self.fallbacks = fallback_counters(&[
             ("pipeline", context.pipeline.clone()),
             ("plugin", context.plugin.clone()),
-        ];
+        ]);
         self
     }
 
@@ -190,14 +190,25 @@ impl ProtobufFilter {
     }
 }
 
+/// The fallback counters, one per [`Fallback::ALL`] reason, registered once
+/// rather than looked up for every batch.
+fn fallback_counters(labels: &[(&'static str, String)]) -> Vec<Counter> {
+    Fallback::ALL
+        .iter()
+        .map(|reason| {
+            let mut labels = labels.to_vec();
+            labels.push(("reason", reason.label().to_owned()));
+            counter!(FALLBACKS, &labels)
+        })
+        .collect()
+}
+
 impl Filter for ProtobufFilter {
     fn apply(&self, events: &mut [Event]) {
         let fallbacks = self.decoder.apply(events);
-        for (reason, &count) in Fallback::ALL.iter().zip(&fallbacks) {
+        for (counter, &count) in self.fallbacks.iter().zip(&fallbacks) {
             if count > 0 {
-                let mut labels = self.labels.clone();
-                labels.push(("reason", reason.label().to_owned()));
-                counter!(FALLBACKS, &labels).increment(count);
+                counter.increment(count);
             }
         }
     }
