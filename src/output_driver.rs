@@ -7,14 +7,15 @@
 //! waiting longer would only delay that producer. Up to `concurrency`
 //! writes run at once; while all of them are busy, what arrives joins the
 //! next batch (group commit: producers that end their streams during one
-//! sync share the next). When the queue closes, the driver writes what is
+//! sync share the next). Writes are started in queue order (see
+//! `Output::start_write`). When the queue closes, the driver writes what is
 //! left, waits for its writes and closes the output: that is the drain.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use eventstash_plugin_api::{AckHandle, Event, OutageReport, Output, OutputBatch};
+use eventstash_plugin_api::{AckHandle, BoxError, Event, OutageReport, Output, OutputBatch};
 use metrics::{Counter, Histogram, counter, histogram};
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::task::JoinSet;
@@ -170,7 +171,7 @@ impl OutputDriver {
                     },
                 }
             }
-            writes.spawn(self.writer.clone().write(pending));
+            writes.spawn(self.writer.clone().start(pending));
         }
         while writes.join_next().await.is_some() {}
         let id = &self.writer.id;
@@ -182,24 +183,34 @@ impl OutputDriver {
 }
 
 impl Writer {
-    /// Writes one batch and settles its claims with the outcome.
-    async fn write(self: Arc<Self>, pending: PendingWrite) {
+    /// Hands one batch to the output now, in queue order, and returns the
+    /// rest of its write: waiting for the outcome, recording it and
+    /// settling the batch's claims.
+    fn start(self: Arc<Self>, pending: PendingWrite) -> impl Future<Output = ()> + Send + 'static {
         let mut batch = OutputBatch::default();
         for queued in &pending.items {
             batch.push(queued.item.events.clone());
         }
-        if batch.is_empty() {
-            // Only flush markers: nothing to write, nothing to wait for.
-            settle(pending.items, Ok(()));
-            return;
-        }
         let events = batch.len() as u64;
         let started = Instant::now();
-        let outcome = self.output.write(batch).await;
-        let elapsed = started.elapsed();
+        // Only flush markers: nothing to write, nothing to wait for.
+        let write = (!batch.is_empty()).then(|| self.output.clone().start_write(batch));
+        async move {
+            let Some(write) = write else {
+                settle(pending.items, Ok(()));
+                return;
+            };
+            let outcome = write.await;
+            self.record(events, started.elapsed(), &outcome);
+            let id = &self.id;
+            settle(pending.items, outcome.map_err(|e| format!("output {id}: {e}")));
+        }
+    }
+
+    fn record(&self, events: u64, elapsed: Duration, outcome: &Result<(), BoxError>) {
         self.batch_events.record(events as f64);
         self.batch_seconds.record(elapsed.as_secs_f64());
-        match &outcome {
+        match outcome {
             Ok(()) => {
                 debug!(output = %self.id, events, ?elapsed, "batch written");
                 self.out.increment(events);
@@ -218,8 +229,6 @@ impl Writer {
                 }
             }
         }
-        let id = &self.id;
-        settle(pending.items, outcome.map_err(|e| format!("output {id}: {e}")));
     }
 }
 
@@ -239,7 +248,7 @@ mod tests {
     use std::sync::Mutex;
 
     use async_trait::async_trait;
-    use eventstash_plugin_api::{BoxError, ComponentHealth, ack_group};
+    use eventstash_plugin_api::{ComponentHealth, ack_group};
 
     use super::*;
     use crate::queue::{QueueLimits, bounded};
@@ -376,6 +385,72 @@ mod tests {
         assert_eq!(delivered.load(Ordering::Relaxed), 1, "only the stored event counts");
         drop(sender);
         driver.await.unwrap();
+    }
+
+    /// An output that notes the first event of each batch when its write
+    /// is started, and finishes its writes in reverse order.
+    #[derive(Default)]
+    struct StartOrder {
+        started: Mutex<Vec<String>>,
+        gate: tokio::sync::Notify,
+    }
+
+    #[async_trait]
+    impl Output for StartOrder {
+        async fn write(&self, _batch: OutputBatch) -> Result<(), BoxError> {
+            unreachable!("the driver starts writes with start_write")
+        }
+
+        fn start_write(self: Arc<Self>, batch: OutputBatch) -> eventstash_plugin_api::WriteFuture {
+            let first = batch.iter().next().map(|event| event.id.clone()).unwrap_or_default();
+            self.started.lock().unwrap().push(first);
+            Box::pin(async move {
+                // The later write goes first: only the start gives the order.
+                self.gate.notified().await;
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_are_started_in_queue_order() {
+        let output = Arc::new(StartOrder::default());
+        let mut plugin = plugin("ordered", output.clone(), ComponentHealth::default());
+        plugin.batch.concurrency = 4;
+        let (sender, receiver) = bounded::<OutputItem>(plugin.queue);
+        let driver = tokio::spawn(OutputDriver::new("main", plugin).run(receiver));
+
+        let ids: Vec<String> = (0..12).map(|n| format!("e{n}")).collect();
+        let mut waits = Vec::new();
+        for id in &ids {
+            let (item, wait) = item(id);
+            sender.send(item, 1, 10).await.unwrap();
+            waits.push(wait);
+            tokio::task::yield_now().await;
+        }
+        // Let the writes in flight end, latest first, until all are done.
+        let done = async {
+            for wait in waits {
+                wait.wait().await.unwrap();
+            }
+        };
+        let releasing = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                output.gate.notify_waiters();
+            }
+        };
+        tokio::select! {
+            () = done => {}
+            () = releasing => unreachable!(),
+        }
+        drop(sender);
+        driver.await.unwrap();
+        let started = output.started.lock().unwrap().clone();
+        let mut expected = started.clone();
+        expected.sort_by_key(|id| id[1..].parse::<u32>().unwrap());
+        assert_eq!(started, expected, "writes started out of queue order");
+        assert!(started.len() >= 4, "the writes were not spread: {started:?}");
     }
 
     #[tokio::test]

@@ -180,7 +180,8 @@ fn build_outputs(
             replay_sources.push((table.id.clone(), source));
         }
         let output = registry::build_output(&table.kind, table.rest, &context)?;
-        let (queue, batch) = output_batching(&settings, pipeline, queue)?;
+        let concurrency = settings.concurrency.unwrap_or_else(|| output.default_concurrency());
+        let (queue, batch) = output_batching(&settings, concurrency, pipeline, queue)?;
         Ok(OutputPlugin {
             id: table.id,
             health: context.health,
@@ -191,9 +192,11 @@ fn build_outputs(
     })
 }
 
-/// An output's own queue and batches: its settings, else the pipeline's.
+/// An output's own queue and batches: its settings, else the pipeline's;
+/// `concurrency` already defaulted by the output.
 fn output_batching(
     settings: &OutputSettings,
+    concurrency: usize,
     pipeline: &PipelineSection,
     queue: &QueueSection,
 ) -> Result<(QueueLimits, BatchSettings), KeyError> {
@@ -208,7 +211,7 @@ fn output_batching(
             .clamp(1, limits.max_events),
         max_bytes: (settings.batch_bytes.unwrap_or(pipeline.batch_bytes).as_u64() as usize).clamp(1, limits.max_bytes),
         delay: Duration::from_millis(settings.batch_delay_ms.unwrap_or(pipeline.batch_delay_ms)),
-        concurrency: settings.concurrency.max(1),
+        concurrency: concurrency.max(1),
     };
     Ok((limits, batch))
 }

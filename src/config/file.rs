@@ -202,14 +202,9 @@ pub(super) struct OutputSettings {
     pub(super) batch_size: Option<usize>,
     pub(super) batch_bytes: Option<ByteSize>,
     pub(super) batch_delay_ms: Option<u64>,
-    #[serde(default = "default_concurrency")]
-    pub(super) concurrency: usize,
+    pub(super) concurrency: Option<usize>,
     pub(super) queue_max_events: Option<usize>,
     pub(super) queue_max_bytes: Option<ByteSize>,
-}
-
-fn default_concurrency() -> usize {
-    1
 }
 
 /// The keys of [`OutputSettings`], taken out of an output's table before

@@ -43,7 +43,7 @@ pub use json_text::DEFAULT_MAX_JSON_DEPTH;
 pub use kebab::kebab_case;
 pub use metrics::{OutputMetrics, PluginContext};
 pub use outage::{OutageLine, OutageReport};
-pub use plugin::{BoxError, EventSink, Filter, Input, InputContext, Output, SinkError, error_chain};
+pub use plugin::{BoxError, EventSink, Filter, Input, InputContext, Output, SinkError, WriteFuture, error_chain};
 pub use replay::{
     ChangeSetRef, DEFAULT_REPLAY_PAGE, MAX_REPLAY_PAGE, ReplayCursor, ReplayError, ReplayQuery, ReplayReader,
     ReplaySelector, ReplaySource, ReplayedEvent,

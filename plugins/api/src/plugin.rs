@@ -6,6 +6,9 @@
 //! [`OutputBatch`]es. Plugins never see queues, tasks or other plugins: the
 //! engine owns batching, fan-out, backpressure and acknowledgement.
 
+use std::pin::Pin;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
@@ -97,14 +100,38 @@ pub trait Filter: Send + Sync {
     }
 }
 
+/// The future of one write, as [`Output::start_write`] returns it.
+pub type WriteFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'static>>;
+
 /// A destination for events.
+///
+/// The engine starts writes in queue order ([`Output::start_write`]) and
+/// runs up to `concurrency` of them at once (the output's
+/// [`Output::default_concurrency`] unless the pipeline file says).
 #[async_trait]
-pub trait Output: Send + Sync {
+pub trait Output: Send + Sync + 'static {
     /// Stores a batch and returns once every event in it is safe (written
     /// and synced, or accepted by the remote store), retrying transient
     /// failures itself. An error means the batch could not be stored: the
     /// producers of its events get an error instead of success.
     async fn write(&self, batch: OutputBatch) -> Result<(), BoxError>;
+
+    /// Starts writing `batch`: called by the engine in queue order, on its
+    /// own task, before earlier writes have finished. The default defers
+    /// everything to [`Output::write`], which then runs on a task of its
+    /// own, so that concurrent writes may reach the store in any order. An
+    /// output that keeps queue order at any concurrency (the file output)
+    /// does its ordered part here, before returning the future that waits
+    /// for the rest.
+    fn start_write(self: Arc<Self>, batch: OutputBatch) -> WriteFuture {
+        Box::pin(async move { self.write(batch).await })
+    }
+
+    /// Writes in flight at once when the pipeline file sets no
+    /// `concurrency`: 1, unless the output overlaps its writes safely.
+    fn default_concurrency(&self) -> usize {
+        1
+    }
 
     /// Flushes and releases resources after the last write.
     async fn close(&self) -> Result<(), BoxError> {

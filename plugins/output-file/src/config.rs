@@ -53,7 +53,8 @@ mod defaults {
 
 impl FileOutputConfig {
     /// Checks the options and builds the output for the pipeline and output
-    /// id in `ctx`. Opens no file: files are opened on first write.
+    /// id in `ctx`. Opens no file: files are opened on first write (it starts
+    /// the output's writer thread, which ends with the output).
     pub fn build_in(self, ctx: &PluginContext) -> Result<FileOutput, FileOutputError> {
         if self.path.is_empty() {
             return Err(FileOutputError::InvalidOption {
@@ -69,13 +70,7 @@ impl FileOutputConfig {
         }
         let template = FieldTemplate::parse(&self.path).map_err(|error| FileOutputError::PathTemplate { error })?;
         let dead_letters = DeadLetterFile::for_output(self.dead_letter_path.as_deref(), ctx);
-        Ok(FileOutput::new(
-            ctx,
-            template,
-            self.sync,
-            self.max_open_files,
-            dead_letters,
-        ))
+        FileOutput::new(ctx, template, self.sync, self.max_open_files, dead_letters)
     }
 }
 

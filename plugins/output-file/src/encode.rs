@@ -76,6 +76,11 @@ impl BatchBuffers {
         &self.files[..self.used]
     }
 
+    /// The bytes its document buffers hold on to.
+    pub(crate) fn capacity(&self) -> usize {
+        self.files.iter().map(|file| file.lines.capacity()).sum()
+    }
+
     fn clear(&mut self) {
         // Keep what the last batch needed, so a steady spread of files
         // allocates nothing, but free the excess of an unusually wide batch.

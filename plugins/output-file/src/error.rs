@@ -75,7 +75,10 @@ pub enum FileOutputError {
         /// Why the dead-letter file could not be written.
         error: DeadLetterError,
     },
-    /// The blocking task doing the file I/O panicked or was cancelled.
-    #[error("the file writer task failed: {0}")]
-    Task(tokio::task::JoinError),
+    /// The output's writer thread could not be started.
+    #[error("cannot start the file output's writer thread: {0}")]
+    Thread(io::Error),
+    /// The writer thread stopped before answering (a bug: it is logged).
+    #[error("the file output's writer stopped before the batch was stored")]
+    WriterGone,
 }

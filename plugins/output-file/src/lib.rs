@@ -16,6 +16,7 @@ mod error;
 mod open_files;
 mod path_fault;
 mod sink;
+mod writer;
 
 pub use config::FileOutputConfig;
 pub use error::FileOutputError;

@@ -1,10 +1,16 @@
 //! The output's open files: append handles kept from batch to batch, so a
-//! batch costs one `write` and one `fdatasync` per file and no `open`.
+//! round of batches costs one `write` per batch and file, one `fdatasync`
+//! per file, and no `open`.
+//!
+//! Writes and syncs are separate steps: the writer appends every batch of
+//! a round, then syncs each file written once ([`OpenFiles::sync_written`])
+//! before any of those batches counts as stored.
 //!
 //! Their number is bounded: a template with many distinct paths (one file per
 //! day and kind, say) must not exhaust the process's file descriptors, so
-//! past the bound the least recently used handle is closed. It is reopened,
-//! in append mode, if its file comes back.
+//! past the bound the least recently used handle is closed — synced first
+//! if it holds unsynced writes. It is reopened, in append mode, if its file
+//! comes back.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -22,10 +28,16 @@ pub(crate) struct OpenFiles {
     handles: HashMap<String, OpenFile>,
     /// The most handles kept at once; at least 1.
     max_open: usize,
-    /// Sync data after each append, and directories after creating a file.
+    /// Sync data before writes count as stored, and directories after
+    /// creating a file.
     sync: bool,
     /// Counts appends, to stamp each handle with its last use.
     clock: u64,
+    /// Files closed (to make room, or after a failed write) whose last
+    /// sync failed, for the next [`OpenFiles::sync_written`] to report.
+    failed: Vec<(String, io::Error)>,
+    /// Data syncs so far.
+    syncs: u64,
 }
 
 #[derive(Debug)]
@@ -33,6 +45,12 @@ struct OpenFile {
     file: File,
     /// The `clock` of the last append, to find the least recently used.
     last_used: u64,
+    /// Written since its last sync (only when syncing).
+    unsynced: bool,
+    /// A write failed: its state is unknown (a failed write may have left
+    /// part of a batch), so after the round's sync it is closed and opened
+    /// afresh by the next batch.
+    reopen: bool,
 }
 
 impl OpenFiles {
@@ -42,37 +60,58 @@ impl OpenFiles {
             max_open,
             sync,
             clock: 0,
+            failed: Vec::new(),
+            syncs: 0,
         }
     }
 
-    /// Appends `lines` to the file at `path` (creating it and its directories
-    /// if needed) and, if syncing, waits until they are on disk.
-    ///
-    /// Each file is synced right after its write rather than after the whole
-    /// batch, so that a handle closed to make room later in the same batch
-    /// has nothing left unsynced.
+    /// Appends `lines` to the file at `path`, creating it and its
+    /// directories if needed. They are not synced yet: see
+    /// [`OpenFiles::sync_written`].
     pub(crate) fn append(&mut self, path: &str, lines: &[u8]) -> Result<(), FileOutputError> {
         self.clock += 1;
-        let result = match self.handles.get_mut(path) {
-            Some(handle) => {
-                handle.last_used = self.clock;
-                write_and_sync(&mut handle.file, path, lines, self.sync)
-            }
-            None => {
-                let mut file = self.open(path)?;
-                let result = write_and_sync(&mut file, path, lines, self.sync);
-                if result.is_ok() {
-                    self.keep_open(path, file);
-                }
-                result
-            }
-        };
+        if !self.handles.contains_key(path) {
+            let file = self.open(path)?;
+            self.keep_open(path, file);
+        }
+        let handle = self.handles.get_mut(path).expect("opened above");
+        handle.last_used = self.clock;
+        handle.unsynced |= self.sync;
+        let result = append_whole(&mut handle.file, lines).map_err(|error| FileOutputError::Write {
+            path: path.into(),
+            error,
+        });
         if result.is_err() {
-            // After a failed write or sync the file's state is unknown (a
-            // failed fsync may have dropped the dirty pages): start afresh.
-            self.handles.remove(path);
+            handle.reopen = true;
         }
         result
+    }
+
+    /// Syncs every file written since the last call (when syncing) and
+    /// returns those whose sync failed, with the files closed since then
+    /// whose closing sync failed. A file whose sync failed, or whose write
+    /// failed, is closed: a failed `fdatasync` may have dropped its dirty
+    /// pages, so the next batch starts afresh.
+    pub(crate) fn sync_written(&mut self) -> Vec<(String, io::Error)> {
+        let mut failed = std::mem::take(&mut self.failed);
+        let mut closing = Vec::new();
+        for (path, handle) in &mut self.handles {
+            if handle.unsynced {
+                handle.unsynced = false;
+                self.syncs += 1;
+                if let Err(error) = sync_file(&handle.file, path) {
+                    failed.push((path.clone(), error));
+                    handle.reopen = true;
+                }
+            }
+            if handle.reopen {
+                closing.push(path.clone());
+            }
+        }
+        for path in closing {
+            self.handles.remove(&path);
+        }
+        failed
     }
 
     /// Syncs every open file, even when not syncing at each write, and closes
@@ -128,36 +167,44 @@ impl OpenFiles {
         let handle = OpenFile {
             file,
             last_used: self.clock,
+            unsynced: false,
+            reopen: false,
         };
         self.handles.insert(path.to_owned(), handle);
     }
 
+    /// Closes the least recently used file, syncing it first if it holds
+    /// writes not synced yet (a failure is reported by the next
+    /// [`OpenFiles::sync_written`]).
     fn close_least_recently_used(&mut self) {
         let oldest = self
             .handles
             .iter()
             .min_by_key(|(_, handle)| handle.last_used)
             .map(|(path, _)| path.clone());
-        if let Some(path) = oldest {
-            debug!(%path, max_open = self.max_open, "closing least recently used output file");
-            self.handles.remove(&path);
+        let Some(path) = oldest else { return };
+        debug!(%path, max_open = self.max_open, "closing least recently used output file");
+        if let Some(handle) = self.handles.remove(&path)
+            && handle.unsynced
+        {
+            self.syncs += 1;
+            if let Err(error) = sync_file(&handle.file, &path) {
+                self.failed.push((path, error));
+            }
         }
+    }
+
+    /// Data syncs so far.
+    #[cfg(test)]
+    pub(crate) fn syncs(&self) -> u64 {
+        self.syncs
     }
 }
 
-fn write_and_sync(file: &mut File, path: &str, lines: &[u8], sync: bool) -> Result<(), FileOutputError> {
-    append_whole(file, lines).map_err(|error| FileOutputError::Write {
-        path: path.into(),
-        error,
-    })?;
-    if sync {
-        eventstash_plugin_api::sync_hold::before_sync("file-output", Path::new(path));
-        file.sync_data().map_err(|error| FileOutputError::Sync {
-            path: path.into(),
-            error,
-        })?;
-    }
-    Ok(())
+/// Syncs the data of the output file at `path`.
+fn sync_file(file: &File, path: &str) -> io::Result<()> {
+    eventstash_plugin_api::sync_hold::before_sync("file-output", Path::new(path));
+    file.sync_data()
 }
 
 /// Appends all of `lines`, or none: when a write fails part way (a full
@@ -247,6 +294,36 @@ mod tests {
         files.append(&b, b"5\n").unwrap();
         assert_eq!(fs::read_to_string(&b).unwrap(), "2\n5\n");
         assert_eq!(fs::read_to_string(&a).unwrap(), "1\n3\n");
+    }
+
+    #[test]
+    fn a_file_closed_to_make_room_is_synced_first_and_each_written_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = OpenFiles::new(1, true);
+        let (a, b) = (path(&dir, "a"), path(&dir, "b"));
+        files.append(&a, b"1\n").unwrap();
+        files.append(&a, b"2\n").unwrap();
+        assert_eq!(files.syncs(), 0, "appends do not sync");
+        // Only one handle may stay open: `a` is synced as it is closed.
+        files.append(&b, b"3\n").unwrap();
+        assert_eq!(files.syncs(), 1);
+        files.append(&b, b"4\n").unwrap();
+        assert!(files.sync_written().is_empty());
+        assert_eq!(files.syncs(), 2, "one sync for the two appends to b");
+        assert!(files.sync_written().is_empty());
+        assert_eq!(files.syncs(), 2, "nothing written since");
+        assert_eq!(fs::read_to_string(&a).unwrap(), "1\n2\n");
+        assert_eq!(fs::read_to_string(&b).unwrap(), "3\n4\n");
+    }
+
+    #[test]
+    fn without_sync_nothing_is_synced_before_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = OpenFiles::new(1, false);
+        files.append(&path(&dir, "a"), b"1\n").unwrap();
+        files.append(&path(&dir, "b"), b"2\n").unwrap();
+        assert!(files.sync_written().is_empty());
+        assert_eq!(files.syncs(), 0);
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! The running file output: each batch is encoded into per-file buffers and
-//! appended, one write and one sync per file, on tokio's blocking pool.
+//! The running file output: each batch is encoded into per-file buffers on
+//! the engine's task, in queue order, and handed to the output's writer
+//! thread ([`crate::writer`]), which appends it and syncs it with the other
+//! batches of its round before the batch counts as stored.
 //!
-//! All state (the buffers and the open files) sits behind one mutex that only
-//! the blocking task takes, never across an `.await`. Writes are therefore
-//! one at a time, which also keeps each batch's lines together in its files.
+//! Encoding happens when the engine starts the write
+//! ([`Output::start_write`]), so batches reach the files in queue order
+//! whatever the output's `concurrency`, and encoding the next batch overlaps
+//! syncing the last.
 //!
 //! A file that can never be opened because of the path its events render
 //! (see [`crate::path_fault`]) does not fail the batch: the batch's other
@@ -14,51 +17,36 @@
 //! are sent again (files already written get them twice: delivery is at
 //! least once).
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use eventstash_plugin_api::{
-    BoxError, DeadLetterFile, Event, FieldTemplate, Output, OutputBatch, OutputMetrics, PluginContext,
+    BoxError, DeadLetterFile, Event, FieldTemplate, Output, OutputBatch, OutputMetrics, PluginContext, WriteFuture,
 };
 use tracing::warn;
 
-use crate::encode::BatchBuffers;
 use crate::error::FileOutputError;
 use crate::open_files::OpenFiles;
 use crate::path_fault::PathFaults;
+use crate::writer::{RefusedEvent, WriteOutcome, WriterHandle};
+
+/// Writes in flight by default: one syncing, the next ones encoded and
+/// waiting for the following round.
+const DEFAULT_CONCURRENCY: usize = 4;
 
 /// The file output, built by [`FileOutputConfig::build_in`](crate::FileOutputConfig::build_in).
 #[derive(Debug)]
 pub struct FileOutput {
-    writer: Arc<Mutex<FileWriter>>,
+    /// Renders each event's file path.
+    template: FieldTemplate,
+    /// The writer thread.
+    writer: WriterHandle,
     /// Where events go whose file can never be written.
     dead_letters: DeadLetterFile,
     /// The dead-lettered counter (the engine counts the rest).
     metrics: OutputMetrics,
     /// The output's id, for logs.
     id: String,
-}
-
-/// The blocking half of the output.
-#[derive(Debug)]
-struct FileWriter {
-    /// Renders each event's file path.
-    template: FieldTemplate,
-    /// Tells the open errors that are the events' fault from the others.
-    path_faults: PathFaults,
-    /// The documents of the batch being written, by file.
-    buffers: BatchBuffers,
-    /// Handles kept open between batches.
-    files: OpenFiles,
-}
-
-/// An event whose file refused it for good.
-#[derive(Debug)]
-struct RefusedEvent {
-    /// Its position in the batch.
-    position: usize,
-    /// Why its file cannot be written.
-    reason: String,
 }
 
 impl FileOutput {
@@ -68,37 +56,34 @@ impl FileOutput {
         sync: bool,
         max_open_files: usize,
         dead_letters: DeadLetterFile,
-    ) -> FileOutput {
-        let writer = FileWriter {
-            path_faults: PathFaults::new(&template),
+    ) -> Result<FileOutput, FileOutputError> {
+        let files = OpenFiles::new(max_open_files, sync);
+        let writer = WriterHandle::spawn(files, PathFaults::new(&template)).map_err(FileOutputError::Thread)?;
+        Ok(FileOutput {
             template,
-            buffers: BatchBuffers::default(),
-            files: OpenFiles::new(max_open_files, sync),
-        };
-        FileOutput {
-            writer: Arc::new(Mutex::new(writer)),
+            writer,
             dead_letters,
             metrics: ctx.output_metrics(),
             id: ctx.plugin.clone(),
-        }
+        })
     }
 
-    /// Runs `work` on the writer in the blocking pool.
-    async fn with_writer<F, T>(&self, work: F) -> Result<T, FileOutputError>
-    where
-        F: FnOnce(&mut FileWriter) -> Result<T, FileOutputError> + Send + 'static,
-        T: Send + 'static,
-    {
-        let writer = Arc::clone(&self.writer);
-        tokio::task::spawn_blocking(move || {
-            // A panic in an earlier write leaves nothing half-done that
-            // matters here: buffers are reset per batch and handles are
-            // append-only, so a poisoned lock is still usable.
-            let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
-            work(&mut writer)
-        })
-        .await
-        .map_err(FileOutputError::Task)?
+    /// Encodes `batch` and hands it to the writer thread, which appends
+    /// batches in the order of these calls.
+    fn submit(&self, batch: &OutputBatch) -> Result<tokio::sync::oneshot::Receiver<WriteOutcome>, FileOutputError> {
+        let mut buffers = self.writer.buffers();
+        buffers.encode(&self.template, batch)?;
+        Ok(self.writer.write(buffers))
+    }
+
+    /// Waits for the writer's answer, then dead-letters what the files refused.
+    async fn finish(
+        &self,
+        answer: tokio::sync::oneshot::Receiver<WriteOutcome>,
+        batch: &OutputBatch,
+    ) -> Result<(), FileOutputError> {
+        let refused = answer.await.map_err(|_| FileOutputError::WriterGone)??;
+        self.dead_letter(batch, refused).await
     }
 
     /// Writes the refused events of `batch` to the dead-letter file; only
@@ -136,44 +121,35 @@ impl FileOutput {
     }
 }
 
-impl FileWriter {
-    /// Appends the batch to its files; returns the events of the files that
-    /// refused them for good.
-    fn write(&mut self, batch: &OutputBatch) -> Result<Vec<RefusedEvent>, FileOutputError> {
-        self.buffers.encode(&self.template, batch)?;
-        let mut refused = Vec::new();
-        for pending in self.buffers.files() {
-            match self.files.append(&pending.path, &pending.lines) {
-                Ok(()) => {}
-                Err(error) if self.path_faults.blames_events(&error) => {
-                    let reason = error.to_string();
-                    refused.extend(pending.events.iter().map(|&position| RefusedEvent {
-                        position,
-                        reason: reason.clone(),
-                    }));
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(refused)
-    }
-}
-
 #[async_trait]
 impl Output for FileOutput {
     async fn write(&self, batch: OutputBatch) -> Result<(), BoxError> {
         if batch.is_empty() {
             return Ok(());
         }
-        // A clone shares the events: the blocking task needs its own handle.
-        let shared = batch.clone();
-        let refused = self.with_writer(move |writer| writer.write(&shared)).await?;
-        self.dead_letter(&batch, refused).await?;
+        let answer = self.submit(&batch)?;
+        self.finish(answer, &batch).await?;
         Ok(())
     }
 
+    /// Encodes and hands over the batch now, so that concurrent writes
+    /// still reach the files in queue order.
+    fn start_write(self: Arc<Self>, batch: OutputBatch) -> WriteFuture {
+        let answer = (!batch.is_empty()).then(|| self.submit(&batch));
+        Box::pin(async move {
+            match answer {
+                None => Ok(()),
+                Some(answer) => Ok(self.finish(answer?, &batch).await?),
+            }
+        })
+    }
+
+    fn default_concurrency(&self) -> usize {
+        DEFAULT_CONCURRENCY
+    }
+
     async fn close(&self) -> Result<(), BoxError> {
-        self.with_writer(|writer| writer.files.close_all()).await?;
+        self.writer.close().await.map_err(|_| FileOutputError::WriterGone)??;
         Ok(())
     }
 }
@@ -345,6 +321,28 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("could not keep them"), "{message}");
         assert!(message.contains("dlq.jsonl"), "{message}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_started_together_reach_the_file_in_the_order_they_were_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let out = Arc::new(output(&path));
+        let ids: Vec<String> = (0..200).map(|n| n.to_string()).collect();
+        let writes: Vec<_> = ids
+            .iter()
+            .map(|id| out.clone().start_write(vec![event("a", id)].into()))
+            .collect();
+        // Run them all at once, each on a task of its own, the last first.
+        let tasks: Vec<_> = writes.into_iter().rev().map(tokio::spawn).collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let stored: Vec<_> = documents(&path)
+            .iter()
+            .map(|doc| doc["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(stored, ids);
     }
 
     #[tokio::test]
