@@ -261,7 +261,7 @@ impl Serialize for Base64<'_> {
 }
 
 /// Writes a time as RFC 3339 with milliseconds without an intermediate `String`.
-struct Rfc3339Millis<'a>(&'a DateTime<Utc>);
+pub(crate) struct Rfc3339Millis<'a>(pub(crate) &'a DateTime<Utc>);
 
 impl Serialize for Rfc3339Millis<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

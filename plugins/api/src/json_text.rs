@@ -46,9 +46,15 @@ pub(crate) fn parse_json(data: Bytes, max_depth: usize) -> Payload {
 fn is_strict(text: &str, max_depth: usize) -> bool {
     let bytes = text.as_bytes();
     // The common case in two vectorised passes: too few brackets to nest too
-    // deep (even counting those inside strings), and no `\u` escape at all.
-    let opening = bytes.iter().filter(|&&b| b == b'[' || b == b'{').count();
-    if opening <= max_depth && memchr::memmem::find(bytes, b"\\u").is_none() {
+    // deep (even counting those inside strings; a text shorter than the
+    // limit cannot hold more), and no `\u` escape at all.
+    let shallow = bytes.len() <= max_depth
+        || bytes
+            .iter()
+            .map(|&b| usize::from(b == b'[' || b == b'{'))
+            .sum::<usize>()
+            <= max_depth;
+    if shallow && memchr::memmem::find(bytes, b"\\u").is_none() {
         return true;
     }
     scan_strict(bytes, max_depth)

@@ -8,9 +8,17 @@ const CACHED_KINDS: usize = 64;
 /// Longer kinds are not remembered: a cache must not hold megabytes.
 const CACHED_KIND_BYTES: usize = 256;
 
+/// A thread's remembered indexes, and the last kind it was asked for.
+#[derive(Default)]
+struct IndexCache {
+    by_kind: std::collections::HashMap<String, String>,
+    /// The last kind and its index: consecutive events mostly share a kind,
+    /// and comparing is cheaper than hashing.
+    last: Option<(String, String)>,
+}
+
 thread_local! {
-    static INDEXES: std::cell::RefCell<std::collections::HashMap<String, String>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
+    static INDEXES: std::cell::RefCell<IndexCache> = std::cell::RefCell::new(IndexCache::default());
 }
 
 /// [`kebab_case`] through a small per-thread cache: every event needs its
@@ -21,14 +29,23 @@ pub(crate) fn kebab_case_cached(kind: &str) -> String {
     }
     INDEXES.with(|cache| {
         let mut cache = cache.borrow_mut();
-        if let Some(index) = cache.get(kind) {
+        if let Some((last, index)) = &cache.last
+            && last == kind
+        {
             return index.clone();
         }
-        if cache.len() >= CACHED_KINDS {
-            cache.clear();
-        }
-        let index = kebab_case(kind);
-        cache.insert(kind.to_owned(), index.clone());
+        let index = match cache.by_kind.get(kind) {
+            Some(index) => index.clone(),
+            None => {
+                if cache.by_kind.len() >= CACHED_KINDS {
+                    cache.by_kind.clear();
+                }
+                let index = kebab_case(kind);
+                cache.by_kind.insert(kind.to_owned(), index.clone());
+                index
+            }
+        };
+        cache.last = Some((kind.to_owned(), index.clone()));
         index
     })
 }
@@ -101,7 +118,7 @@ mod tests {
                 let kind = format!("pkg{n}.SomeHTTPKind{round}");
                 assert_eq!(kebab_case_cached(&kind), kebab_case(&kind));
             }
-            INDEXES.with(|cache| assert!(cache.borrow().len() <= CACHED_KINDS));
+            INDEXES.with(|cache| assert!(cache.borrow().by_kind.len() <= CACHED_KINDS));
         }
         let long = "A".repeat(CACHED_KIND_BYTES + 1);
         assert_eq!(kebab_case_cached(&long), kebab_case(&long));

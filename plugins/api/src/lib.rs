@@ -16,6 +16,7 @@ mod ack;
 mod batch;
 mod dead_letter;
 mod document;
+mod document_writer;
 mod event;
 mod event_store;
 mod health;
@@ -33,6 +34,7 @@ pub use ack::{AckError, AckHandle, AckWait, ack_group};
 pub use batch::{EventBatch, OutputBatch};
 pub use dead_letter::{DeadLetterError, DeadLetterFile};
 pub use document::{DocumentError, StoredPayload, parse_timestamp};
+pub use document_writer::DocumentWriter;
 pub use event::{Event, Format, Payload};
 pub use event_store::{
     Aggregate, Appended, ChangeSet, ChangeSetPage, EventStore, EventStoreError, ExpectedVersion, MAX_VERSION,

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use eventstash_plugin_api::{Event, FieldTemplate, OutputBatch, path_segment_escape};
+use eventstash_plugin_api::{DocumentWriter, Event, FieldTemplate, OutputBatch, path_segment_escape};
 
 use crate::error::FileOutputError;
 
@@ -37,6 +37,8 @@ pub(crate) struct BatchBuffers {
     by_path: HashMap<String, usize>,
     /// The path of the event being encoded, rendered in place.
     rendered: String,
+    /// Writes the documents, keeping what repeats between events.
+    documents: DocumentWriter,
 }
 
 impl BatchBuffers {
@@ -47,7 +49,10 @@ impl BatchBuffers {
             let slot = self.slot_for(template.as_str());
             let file = &mut self.files[slot];
             file.events.extend(0..batch.len());
-            return batch.iter().try_for_each(|event| push_line(&mut file.lines, event));
+            let documents = &mut self.documents;
+            return batch
+                .iter()
+                .try_for_each(|event| push_line(documents, &mut file.lines, event));
         }
         let mut current: Option<usize> = None;
         for (position, event) in batch.iter().enumerate() {
@@ -66,7 +71,7 @@ impl BatchBuffers {
             current = Some(slot);
             let file = &mut self.files[slot];
             file.events.push(position);
-            push_line(&mut file.lines, event)?;
+            push_line(&mut self.documents, &mut file.lines, event)?;
         }
         Ok(())
     }
@@ -111,9 +116,9 @@ impl BatchBuffers {
 }
 
 /// Appends `event`'s document and a newline; on failure leaves `lines` as it was.
-fn push_line(lines: &mut Vec<u8>, event: &Event) -> Result<(), FileOutputError> {
+fn push_line(documents: &mut DocumentWriter, lines: &mut Vec<u8>, event: &Event) -> Result<(), FileOutputError> {
     let start = lines.len();
-    if let Err(error) = serde_json::to_writer(&mut *lines, event) {
+    if let Err(error) = documents.write(event, lines) {
         lines.truncate(start);
         return Err(FileOutputError::Encode {
             id: event.id.clone(),
