@@ -31,7 +31,24 @@ fn minimal_file_gets_the_documented_defaults() {
     assert_eq!(config.outputs[0].id, "file#0");
     assert_eq!(config.outputs[0].batch.max_events, 1000);
     assert_eq!(config.outputs[0].batch.delay, Duration::from_millis(50));
+    // The file output's own default: it keeps queue order at any concurrency.
+    assert_eq!(config.outputs[0].batch.concurrency, 4);
+}
+
+#[test]
+fn an_outputs_concurrency_key_overrides_its_default() {
+    let config = load_text(&format!("{MINIMAL}concurrency = 1\n")).unwrap();
     assert_eq!(config.outputs[0].batch.concurrency, 1);
+    let config = load_text(
+        &MINIMAL
+            .replace(r#"type = "file""#, r#"type = "stdout""#)
+            .replace(r#"path = "data/%{index}.jsonl""#, ""),
+    )
+    .unwrap();
+    assert_eq!(
+        config.outputs[0].batch.concurrency, 1,
+        "other outputs default to one write at a time"
+    );
 }
 
 #[test]

@@ -274,6 +274,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
+/// CPU seconds (user + system) the process has used so far, from
+/// `/proc/<pid>/stat` (in USER_HZ ticks, 100 per second on Linux).
+fn cpu_seconds_of(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: fields are counted after its `)`.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let ticks = |n: usize| fields.get(n)?.parse::<u64>().ok();
+    // utime and stime are the 14th and 15th fields; the 3rd follows `)`.
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
 fn memory_of(pid: u32) -> Option<String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
@@ -323,6 +334,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.seconds
     );
 
+    let cpu_before = args.server_pid.and_then(cpu_seconds_of);
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(args.seconds);
     let args = &args;
@@ -362,6 +374,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         match memory_of(pid) {
             Some(memory) => println!("agent memory: {memory}"),
             None => println!("agent memory: cannot read /proc/{pid}/status"),
+        }
+        // The agent's own cost per event, steadier between runs than
+        // events/s on a shared machine.
+        if let (Some(before), Some(after)) = (cpu_before, cpu_seconds_of(pid))
+            && events > 0
+        {
+            let seconds = after - before;
+            println!(
+                "agent cpu: {seconds:.2} s, {:.2} cores, {:.3} µs per acknowledged event",
+                seconds / elapsed,
+                seconds * 1e6 / events as f64
+            );
         }
     }
     if failed > 0 {
