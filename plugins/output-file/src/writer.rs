@@ -12,7 +12,7 @@
 //! [`crate::path_fault`]) or with the failure that keeps it from counting as
 //! stored: its write failed, or the sync of a file it wrote to failed.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
@@ -63,15 +63,6 @@ pub(crate) struct WriterHandle {
     commands: mpsc::Sender<Command>,
     /// Buffers the thread has finished with.
     spare: Arc<Mutex<Vec<BatchBuffers>>>,
-}
-
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Command::Write { .. } => "Write",
-            Command::Close { .. } => "Close",
-        })
-    }
 }
 
 impl WriterHandle {
@@ -195,7 +186,7 @@ impl WriterThread {
             return;
         }
         let failed = self.files.sync_written();
-        let failed_paths: HashSet<&str> = failed.iter().map(|(path, _)| path.as_str()).collect();
+        let failed: HashMap<&str, &io::Error> = failed.iter().map(|(path, error)| (path.as_str(), error)).collect();
         let mut spare = Vec::with_capacity(appended.len());
         for Appended {
             batch,
@@ -203,19 +194,15 @@ impl WriterThread {
             mut outcome,
         } in appended
         {
+            let failed_sync = batch
+                .files()
+                .iter()
+                .find_map(|file| Some((&file.path, *failed.get(file.path.as_str())?)));
             if outcome.is_ok()
-                && let Some(file) = batch
-                    .files()
-                    .iter()
-                    .find(|file| failed_paths.contains(file.path.as_str()))
+                && let Some((path, error)) = failed_sync
             {
-                let error = &failed
-                    .iter()
-                    .find(|(path, _)| *path == file.path)
-                    .expect("listed above")
-                    .1;
                 outcome = Err(FileOutputError::Sync {
-                    path: file.path.clone().into(),
+                    path: path.into(),
                     error: copy_error(error),
                 });
             }
