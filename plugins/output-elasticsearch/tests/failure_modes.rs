@@ -25,7 +25,9 @@ async fn a_hung_node_times_out_and_the_request_is_sent_again() {
     let server = Server::connect();
     let proxy = FaultProxy::start(&server_url()).await;
     let index = unique("hung");
-    let timeout = Duration::from_millis(400);
+    // Long enough that the request after the two hung ones is answered in
+    // time even on a loaded machine: it must not time out as well.
+    let timeout = Duration::from_millis(1500);
     let options = json!({"index": index, "request_timeout_ms": timeout.as_millis() as u64});
     let under_test = output(&[proxy.url()], options);
     proxy.faults(|f| f.hang_bulk = 2);
