@@ -54,7 +54,10 @@ fn is_strict(text: &str, max_depth: usize) -> bool {
             .map(|&b| usize::from(b == b'[' || b == b'{'))
             .sum::<usize>()
             <= max_depth;
-    if shallow && memchr::memmem::find(bytes, b"\\u").is_none() {
+    // A backslash is rare in payloads: looking for one is cheaper than
+    // setting up the search for `\u`.
+    let no_unicode_escape = || memchr::memchr(b'\\', bytes).is_none() || memchr::memmem::find(bytes, b"\\u").is_none();
+    if shallow && no_unicode_escape() {
         return true;
     }
     scan_strict(bytes, max_depth)

@@ -130,13 +130,14 @@ pub fn path_segment_escape(value: &str, out: &mut String) {
         out.push('_');
         return;
     }
-    out.extend(value.chars().map(|c| {
-        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-            c
-        } else {
-            '_'
-        }
-    }));
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    // Kinds are nearly always safe already: one pass over the bytes, then a
+    // plain copy, instead of pushing character by character.
+    if value.bytes().all(|b| safe(char::from(b))) {
+        out.push_str(value);
+        return;
+    }
+    out.extend(value.chars().map(|c| if safe(c) { c } else { '_' }));
 }
 
 fn parse_reference(reference: &str) -> Result<Part, TemplateError> {
@@ -316,9 +317,16 @@ mod tests {
         let mut path = String::new();
         template.render_into(&event, &mut path, path_segment_escape);
         assert_eq!(path, "out/r_1.jsonl");
-        let mut out = String::new();
-        path_segment_escape("..", &mut out);
-        assert_eq!(out, "_");
+        let escaped = |value: &str| {
+            let mut out = String::new();
+            path_segment_escape(value, &mut out);
+            out
+        };
+        assert_eq!(escaped(".."), "_");
+        assert_eq!(escaped(""), "_");
+        assert_eq!(escaped("contact.address-book_2"), "contact.address-book_2");
+        // One `_` per character, whatever its width in UTF-8.
+        assert_eq!(escaped("é/x\\y z\0"), "__x_y_z_");
     }
 
     #[test]

@@ -134,7 +134,9 @@ impl EventStashService {
         let mut holding = producer
             .filter(|producer| !producer.writes_every_kind())
             .map(|_| HeldStream::default());
-        let mut events = Vec::new();
+        // Sized like the previous batch: growing a vector of events
+        // message by message moved each one several times.
+        let mut expected = 0;
         loop {
             let Some(first) = stream.message().await.map_err(client_status)? else {
                 return match holding {
@@ -144,30 +146,27 @@ impl EventStashService {
                 };
             };
             let received_at = Utc::now();
-            let mut messages = vec![first];
+            let mut events = Vec::with_capacity(expected.clamp(1, self.max_batch_events));
+            let mut next = Some(first);
             // Take every message that has already arrived, without waiting.
             let mut ended = false;
             let mut failure = None;
-            while messages.len() < self.max_batch_events {
+            while let Some(message) = next.take() {
+                if let Some(held) = &mut holding {
+                    held.count(&message, self.max_held_bytes)?;
+                }
+                events.push(producer_event(message, received_at, producer, self.max_json_depth)?);
+                if events.len() == self.max_batch_events {
+                    break;
+                }
                 match stream.message().now_or_never() {
-                    None => break,
-                    Some(Ok(Some(message))) => messages.push(message),
-                    Some(Ok(None)) => {
-                        ended = true;
-                        break;
-                    }
-                    Some(Err(status)) => {
-                        failure = Some(client_status(status));
-                        break;
-                    }
+                    None => {}
+                    Some(Ok(Some(message))) => next = Some(message),
+                    Some(Ok(None)) => ended = true,
+                    Some(Err(status)) => failure = Some(client_status(status)),
                 }
             }
-            if let Some(held) = &mut holding {
-                held.count(&messages, self.max_held_bytes)?;
-            }
-            for message in messages {
-                events.push(producer_event(message, received_at, producer, self.max_json_depth)?);
-            }
+            expected = events.len();
             if let Some(held) = &mut holding {
                 // A bad message ends the stream; nothing of it is stored.
                 if let Some(status) = failure {
@@ -181,7 +180,7 @@ impl EventStashService {
             }
             // Events received before a bad message are kept, not dropped.
             let queued = events.len();
-            self.send(mem::take(&mut events), ack, ended).await?;
+            self.send(events, ack, ended).await?;
             if let Some(charge) = charge {
                 charge.release_messages(queued);
             }
@@ -270,9 +269,9 @@ struct HeldStream {
 }
 
 impl HeldStream {
-    /// Counts the bytes of `messages`, refusing the stream past `max`.
-    fn count(&mut self, messages: &[StoreEventRequest], max: usize) -> Result<(), Status> {
-        self.bytes += messages.iter().map(|message| message.encoded_len()).sum::<usize>();
+    /// Counts the bytes of `message`, refusing the stream past `max`.
+    fn count(&mut self, message: &StoreEventRequest, max: usize) -> Result<(), Status> {
+        self.bytes += message.encoded_len();
         if self.bytes > max {
             return Err(Status::resource_exhausted(format!(
                 "a stream of a producer limited to some kinds is held until its end and may carry at most \
