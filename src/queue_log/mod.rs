@@ -19,6 +19,7 @@ mod error;
 mod progress;
 mod record;
 mod recovery;
+mod remover;
 mod report;
 mod segment;
 #[cfg(test)]
@@ -27,7 +28,6 @@ mod tests;
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{self, File};
-use std::io;
 use std::path::{Path, PathBuf};
 
 use eventstash_plugin_api::Event;
@@ -40,6 +40,7 @@ pub use report::{
 use dir_lock::DirLock;
 use progress::{Progress, RecordMeta};
 use recovery::AppendTo;
+use remover::SegmentRemover;
 use segment::{SegmentInfo, SegmentWriter};
 
 /// How a queue log lays out its files.
@@ -65,6 +66,10 @@ const KEEP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// The log of one pipeline queue directory, driven by one owner (the
 /// engine's queue thread). Two logs must never open the same directory.
 pub struct QueueLog {
+    /// Deletes finished segments without holding up appends. Declared
+    /// first, so dropped first: its deletions finish while the directory
+    /// is still locked.
+    remover: SegmentRemover,
     /// Keeps other agents out of the directory while this log is open.
     _lock: DirLock,
     /// The queue directory.
@@ -120,6 +125,7 @@ impl QueueLog {
             last.len = writer.len();
         }
         let log = QueueLog {
+            remover: SegmentRemover::start(),
             _lock: lock,
             dir: dir.to_path_buf(),
             options,
@@ -248,12 +254,19 @@ impl QueueLog {
     }
 
     /// Saves every output's progress (atomically: a crash leaves the old
-    /// file or the new one) and deletes the segments whose records every
-    /// output has finished. The segment being appended to is kept.
+    /// file or the new one) and has the segments whose records every output
+    /// has finished deleted, beside this thread (see `remover.rs`); a
+    /// deletion that failed is reported by the next call, and tried again.
+    /// The segment being appended to is kept.
     pub fn checkpoint(&mut self) -> Result<(), QueueLogError> {
         if self.checkpoint_due {
             checkpoint::save(&self.dir, self.next_seq, self.progress.outputs())?;
             self.checkpoint_due = false;
+        }
+        // Deletions that failed are tried again, and the last reported.
+        let mut failures = self.remover.take_failures();
+        for (path, _) in &failures {
+            self.remover.remove(path.clone());
         }
         let finished_up_to = self.progress.min_watermark();
         while self.segments.len() > 1 {
@@ -261,15 +274,20 @@ impl QueueLog {
             if oldest.last_seq.is_some_and(|seq| seq > finished_up_to) {
                 break;
             }
-            match fs::remove_file(&oldest.path) {
-                Err(error) if error.kind() != io::ErrorKind::NotFound => {
-                    return Err(QueueLogError::io("delete finished segment", &oldest.path)(error));
-                }
-                _ => {}
+            if let Some(oldest) = self.segments.pop_front() {
+                self.remover.remove(oldest.path);
             }
-            self.segments.pop_front();
         }
-        Ok(())
+        match failures.pop() {
+            Some((path, source)) => Err(QueueLogError::io("delete finished segment", &path)(source)),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the finished segments to be deleted.
+    #[cfg(test)]
+    fn wait_for_deletions(&self) {
+        self.remover.wait();
     }
 
     /// How deep the queue is and where each output stands.

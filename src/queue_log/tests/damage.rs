@@ -130,6 +130,7 @@ fn damage_in_an_older_segment_skips_the_rest_of_that_segment_only() {
         "the lost seqs 3 and 4 do not hold it back"
     );
     log.checkpoint().unwrap();
+    log.wait_for_deletions();
     assert_eq!(segment_files(dir.path()), &segments[2..]);
 }
 
@@ -155,6 +156,7 @@ fn damage_with_data_after_it_in_the_last_segment_is_kept_and_appends_go_to_a_new
     assert_eq!(replayed(&recovery), [(seq, vec![0])]);
     log.finish(0, seq);
     log.checkpoint().unwrap();
+    log.wait_for_deletions();
     assert_eq!(segment_files(dir.path()).len(), 1);
 }
 
@@ -279,4 +281,34 @@ fn a_segment_whose_creation_was_interrupted_is_reused() {
     drop(log);
     let (_, recovery) = open(dir.path(), &["out"]);
     assert_eq!(replayed(&recovery), [(1, vec![0])]);
+}
+
+#[test]
+fn a_segment_that_cannot_be_deleted_is_reported_and_deleted_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open_small(dir.path(), &["out"], 1);
+    append_synced(&mut log, 2, 1);
+    let first = segment_files(dir.path()).remove(0);
+    // A non-empty directory where the segment was: unlink fails.
+    fs::remove_file(&first).unwrap();
+    fs::create_dir(&first).unwrap();
+    fs::write(first.join("keep"), b"x").unwrap();
+    log.finish(0, 1);
+    log.checkpoint().unwrap();
+    log.wait_for_deletions();
+    let error = log.checkpoint().unwrap_err();
+    assert!(
+        matches!(&error, QueueLogError::Io { operation: "delete finished segment", path, .. } if *path == first),
+        "{error}"
+    );
+    // That checkpoint asked again, and that failed too; the next one
+    // reports it and asks again, which now succeeds.
+    log.wait_for_deletions();
+    fs::remove_dir_all(&first).unwrap();
+    fs::write(&first, b"").unwrap();
+    assert!(log.checkpoint().is_err());
+    log.wait_for_deletions();
+    log.checkpoint().unwrap();
+    assert!(!first.exists());
+    assert_eq!(segment_files(dir.path()).len(), 1);
 }

@@ -147,11 +147,13 @@ fn a_checkpoint_deletes_segments_every_output_has_finished() {
     log.finish(1, 1);
     log.finish(1, 3);
     log.checkpoint().unwrap();
+    log.wait_for_deletions();
     assert_eq!(segment_files(dir.path()).len(), 3, "only seq 1 is finished by both");
     log.finish(1, 2);
     log.finish(0, 4);
     log.finish(1, 4);
     log.checkpoint().unwrap();
+    log.wait_for_deletions();
     assert_eq!(
         segment_files(dir.path()).len(),
         1,
