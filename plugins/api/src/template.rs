@@ -89,6 +89,16 @@ impl FieldTemplate {
         self.parts.iter().all(|part| matches!(part, Part::Literal(_)))
     }
 
+    /// True when the template names no field but `index` and `kind` (and no
+    /// date): two events with the same `index` and `kind` render the same.
+    pub fn depends_only_on_kind(&self) -> bool {
+        self.parts.iter().all(|part| match part {
+            Part::Literal(_) => true,
+            Part::Field { path, .. } => matches!(path.as_slice(), [field] if field == "index" || field == "kind"),
+            Part::Date(_) => false,
+        })
+    }
+
     /// Renders the template for `event`.
     pub fn render(&self, event: &Event) -> String {
         let mut out = String::new();
@@ -308,6 +318,12 @@ mod tests {
         );
         assert!(FieldTemplate::parse("plain").unwrap().is_constant());
         assert!(!FieldTemplate::parse("%{id}").unwrap().is_constant());
+        let by_kind = |template: &str| FieldTemplate::parse(template).unwrap().depends_only_on_kind();
+        assert!(by_kind("out/%{index}/%{kind}.jsonl"));
+        assert!(by_kind("plain"));
+        assert!(!by_kind("%{index}-%{+yyyy.MM.dd}"));
+        assert!(!by_kind("%{[data][kind]}"));
+        assert!(!by_kind("%{index}/%{id}"));
     }
 
     #[test]

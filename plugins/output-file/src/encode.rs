@@ -54,26 +54,37 @@ impl BatchBuffers {
                 .iter()
                 .try_for_each(|event| push_line(documents, &mut file.lines, event));
         }
-        let mut current: Option<usize> = None;
+        // A path made of `index` and `kind` only is rendered again only when
+        // they change, which in a stream is seldom.
+        let by_kind = template.depends_only_on_kind();
+        let mut current: Option<(usize, &Event)> = None;
         for (position, event) in batch.iter().enumerate() {
-            template.render_into(event, &mut self.rendered, path_segment_escape);
-            // Neighbouring events usually share a file: compare before hashing.
             let slot = match current {
-                Some(slot) if self.files[slot].path == self.rendered => slot,
-                _ => {
-                    // Moved out and back (no copy) so `slot_for` may borrow `self`.
-                    let path = std::mem::take(&mut self.rendered);
-                    let slot = self.slot_for(&path);
-                    self.rendered = path;
-                    slot
-                }
+                Some((slot, last)) if by_kind && last.index == event.index && last.kind == event.kind => slot,
+                _ => self.render_slot(template, event, current.map(|(slot, _)| slot)),
             };
-            current = Some(slot);
+            current = Some((slot, event));
             let file = &mut self.files[slot];
             file.events.push(position);
             push_line(&mut self.documents, &mut file.lines, event)?;
         }
         Ok(())
+    }
+
+    /// The buffer of the file `event` goes to, its path rendered.
+    fn render_slot(&mut self, template: &FieldTemplate, event: &Event, current: Option<usize>) -> usize {
+        template.render_into(event, &mut self.rendered, path_segment_escape);
+        // Neighbouring events usually share a file: compare before hashing.
+        match current {
+            Some(slot) if self.files[slot].path == self.rendered => slot,
+            _ => {
+                // Moved out and back (no copy) so `slot_for` may borrow `self`.
+                let path = std::mem::take(&mut self.rendered);
+                let slot = self.slot_for(&path);
+                self.rendered = path;
+                slot
+            }
+        }
     }
 
     /// The files of the current batch with their documents.
@@ -165,6 +176,24 @@ mod tests {
         assert_eq!(files[1].path, "out/b.jsonl");
         assert_eq!(ids(&files[1].lines), ["2"]);
         assert_eq!(files[1].events, [1]);
+    }
+
+    #[test]
+    fn neighbours_of_one_kind_part_when_the_path_names_another_field() {
+        let template = FieldTemplate::parse("out/%{index}/%{id}.jsonl").unwrap();
+        let batch = OutputBatch::from(vec![event("a", "1"), event("a", "2"), event("a", "2")]);
+        let mut buffers = BatchBuffers::default();
+        buffers.encode(&template, &batch).unwrap();
+        let files = buffers.files();
+        assert_eq!(files.len(), 2);
+        assert_eq!(
+            (files[0].path.as_str(), files[0].events.as_slice()),
+            ("out/a/1.jsonl", &[0][..])
+        );
+        assert_eq!(
+            (files[1].path.as_str(), files[1].events.as_slice()),
+            ("out/a/2.jsonl", &[1, 2][..])
+        );
     }
 
     #[test]
