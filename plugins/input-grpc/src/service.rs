@@ -167,6 +167,12 @@ impl EventStashService {
                 }
             }
             expected = events.len();
+            // Queued batches are bounded by their events, not by the room
+            // their vectors keep: a short batch after a long one must not
+            // hold on to the long one's room.
+            if events.capacity() > 2 * events.len() {
+                events.shrink_to_fit();
+            }
             if let Some(held) = &mut holding {
                 // A bad message ends the stream; nothing of it is stored.
                 if let Some(status) = failure {
