@@ -87,8 +87,10 @@ struct Args {
     /// clients, each appending one-event change sets to its own aggregate.
     #[arg(long)]
     append: bool,
-    /// With --append: appends per second over all clients (0: as fast as
-    /// they go, saturation).
+    /// Offered load, open loop: events per second over all streams (each
+    /// stream of --events is started when due, and its latency counted from
+    /// then); with --append, appends per second over all clients. 0: as fast
+    /// as they go (closed loop, saturation).
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
     /// Send events one at a time through the client's batching sender
@@ -176,6 +178,32 @@ fn payload(format: PayloadFormat, size: usize) -> Event {
     }
 }
 
+/// When a client's next stream or append is due: every `interval` (open
+/// loop, so a slow answer delays the next start but the latency is
+/// measured from when it was due, not from when it could start) or at once
+/// (closed loop).
+struct Schedule {
+    next: Instant,
+    interval: Option<Duration>,
+    until: Instant,
+}
+
+impl Schedule {
+    async fn next(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        if now >= self.until {
+            return None;
+        }
+        let Some(interval) = self.interval else {
+            return Some(now);
+        };
+        let due = self.next;
+        self.next += interval;
+        tokio::time::sleep_until(due.into()).await;
+        Some(due)
+    }
+}
+
 struct WorkerReport {
     events: u64,
     bytes: u64,
@@ -183,8 +211,9 @@ struct WorkerReport {
     latencies: Vec<Duration>,
 }
 
-/// One stream after another on `client`.
-async fn worker(worker: usize, client: Client, args: &Args, event: Event, until: Instant) -> WorkerReport {
+/// One stream after another on `client`, each as soon as the last is
+/// answered or, with `--rate`, when it is due.
+async fn worker(worker: usize, client: Client, args: &Args, event: Event, mut schedule: Schedule) -> WorkerReport {
     let mut report = WorkerReport {
         events: 0,
         bytes: 0,
@@ -192,11 +221,11 @@ async fn worker(worker: usize, client: Client, args: &Args, event: Event, until:
         latencies: Vec::new(),
     };
     let mut round = 0u64;
-    while Instant::now() < until {
+    loop {
         let events: Vec<Event> = (0..args.events)
             .map(|i| event.clone().with_id(format!("lg-{worker}-{round}-{i}")))
             .collect();
-        let started = Instant::now();
+        let Some(started) = schedule.next().await else { break };
         match client.store(events).await {
             Ok(()) => {
                 report.latencies.push(started.elapsed());
@@ -342,8 +371,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let workers = (0..clients.len()).map(|n| batching_worker(n, clients[n].clone(), args, event.clone(), until));
         futures::future::join_all(workers).await
     } else {
-        let workers =
-            (0..args.streams).map(|n| worker(n, clients[n % clients.len()].clone(), args, event.clone(), until));
+        // With --rate, each stream of --events is due every
+        // streams × events / rate seconds, the streams' starts spread.
+        let interval = (args.rate > 0.0)
+            .then(|| Duration::from_secs_f64(args.streams.max(1) as f64 * args.events as f64 / args.rate));
+        let workers = (0..args.streams).map(|n| {
+            let offset = interval.map_or(Duration::ZERO, |i| i.mul_f64(n as f64 / args.streams.max(1) as f64));
+            let schedule = Schedule {
+                next: started + offset,
+                interval,
+                until,
+            };
+            worker(n, clients[n % clients.len()].clone(), args, event.clone(), schedule)
+        });
         futures::future::join_all(workers).await
     };
     let elapsed = started.elapsed().as_secs_f64();
@@ -407,7 +447,7 @@ mod append_load {
     use eventstash_output_dynamodb::DynamoDbEventStoreConfig;
     use eventstash_plugin_api::{Event, EventStore, ExpectedVersion, Format, NewChangeSet, PluginContext};
 
-    use super::{Args, percentile, report_failure};
+    use super::{Args, Schedule, percentile, report_failure};
 
     /// What one client measured.
     #[derive(Default)]
@@ -522,31 +562,6 @@ mod append_load {
         .await;
         summarize(args, reports);
         Ok(())
-    }
-
-    /// When each client's next append is due: every `interval` (open loop,
-    /// so a slow answer delays the next start but the latency is measured
-    /// from when it was due) or at once (closed loop).
-    struct Schedule {
-        next: Instant,
-        interval: Option<Duration>,
-        until: Instant,
-    }
-
-    impl Schedule {
-        async fn next(&mut self) -> Option<Instant> {
-            let now = Instant::now();
-            if now >= self.until {
-                return None;
-            }
-            let Some(interval) = self.interval else {
-                return Some(now);
-            };
-            let due = self.next;
-            self.next += interval;
-            tokio::time::sleep_until(due.into()).await;
-            Some(due)
-        }
     }
 
     async fn clients<F, Fut>(args: &Args, mut client: F) -> Vec<ClientReport>
