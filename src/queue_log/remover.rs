@@ -26,10 +26,12 @@ pub(super) struct SegmentRemover {
     requests: Option<Sender<Request>>,
     /// Deletions that failed, until the log takes them.
     failed: Arc<Mutex<Vec<Failure>>>,
+    /// Joined on drop, so that no deletion outlives the log.
     thread: Option<JoinHandle<()>>,
 }
 
 enum Request {
+    /// Delete this segment.
     Delete(PathBuf),
     /// Answered once every deletion asked before it is done.
     #[cfg(test)]
