@@ -13,7 +13,7 @@
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
-use eventstash_plugin_api::{Event, FieldTemplate};
+use eventstash_plugin_api::{DocumentWriter, Event, FieldTemplate};
 use serde::Deserialize;
 
 use crate::error::ElasticsearchOutputError;
@@ -88,6 +88,9 @@ impl BulkEncoder {
         let mut refused = Vec::new();
         // Rendered into in place, so names and ids cost no allocation per event.
         let (mut index, mut id) = (String::new(), String::new());
+        // Documents byte for byte as serde writes them, with what repeats
+        // from event to event (a kind's escaped fields, a timestamp) kept.
+        let mut documents = DocumentWriter::default();
         for (position, event) in events.iter().enumerate() {
             let start = lines.len();
             self.document_id.render_into(event, &mut id, push_str);
@@ -97,7 +100,7 @@ impl BulkEncoder {
                 continue;
             }
             self.index.render_into(event, &mut index, push_str);
-            self.push_event(&mut lines, event, &index, &id)
+            self.push_event(&mut lines, &mut documents, event, &index, &id)
                 .map_err(|error| ElasticsearchOutputError::Encode {
                     id: event.id.clone(),
                     error,
@@ -128,7 +131,14 @@ impl BulkEncoder {
         })
     }
 
-    fn push_event(&self, lines: &mut Vec<u8>, event: &Event, index: &str, id: &str) -> Result<(), serde_json::Error> {
+    fn push_event(
+        &self,
+        lines: &mut Vec<u8>,
+        documents: &mut DocumentWriter,
+        event: &Event,
+        index: &str,
+        id: &str,
+    ) -> Result<(), serde_json::Error> {
         lines.extend_from_slice(b"{\"");
         lines.extend_from_slice(self.action.as_str().as_bytes());
         lines.extend_from_slice(b"\":{\"_index\":");
@@ -136,7 +146,7 @@ impl BulkEncoder {
         lines.extend_from_slice(b",\"_id\":");
         serde_json::to_writer(&mut *lines, id)?;
         lines.extend_from_slice(b"}}\n");
-        serde_json::to_writer(&mut *lines, event)?;
+        documents.write(event, lines)?;
         lines.push(b'\n');
         Ok(())
     }
@@ -226,6 +236,17 @@ mod tests {
         // Ids are JSON-escaped, not trusted.
         assert_eq!(lines[2]["index"]["_id"], "e\"2");
         assert_eq!(lines[3]["id"], "e\"2");
+    }
+
+    #[test]
+    fn documents_are_the_events_serialized_byte_for_byte() {
+        let (a, b, c) = (event("k", "1"), event("k", "2"), event("other.Kind", "3"));
+        let batch = encoder(BulkAction::Index).encode(&[&a, &b, &c]).unwrap();
+        let body = batch.body(&[0, 1, 2]);
+        let text = std::str::from_utf8(&body).unwrap();
+        let documents: Vec<&str> = text.lines().skip(1).step_by(2).collect();
+        let expected: Vec<String> = [&a, &b, &c].iter().map(|e| serde_json::to_string(e).unwrap()).collect();
+        assert_eq!(documents, expected);
     }
 
     #[test]
