@@ -183,8 +183,11 @@ fn payload(format: PayloadFormat, size: usize) -> Event {
 /// measured from when it was due, not from when it could start) or at once
 /// (closed loop).
 struct Schedule {
+    /// When the next one is due (open loop).
     next: Instant,
+    /// Between two starts; `None` for the closed loop.
     interval: Option<Duration>,
+    /// Nothing starts after this.
     until: Instant,
 }
 
