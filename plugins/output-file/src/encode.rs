@@ -141,7 +141,7 @@ fn push_line(documents: &mut DocumentWriter, lines: &mut Vec<u8>, event: &Event)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bytes::Bytes;
     use eventstash_plugin_api::Format;
@@ -151,7 +151,8 @@ mod tests {
         Event::new(Format::Json, data, kind.into(), id.into(), chrono::Utc::now())
     }
 
-    fn ids(lines: &[u8]) -> Vec<String> {
+    /// The `id` of every JSON line in `lines`, in order.
+    pub(crate) fn ids(lines: &[u8]) -> Vec<String> {
         lines
             .split(|&b| b == b'\n')
             .filter(|line| !line.is_empty())

@@ -275,18 +275,7 @@ mod tests {
             let refused = answer.try_recv().expect("answered").expect("stored");
             assert!(refused.is_empty());
         }
-        let ids = |name: &str| -> Vec<String> {
-            std::fs::read_to_string(dir.path().join(name))
-                .unwrap()
-                .lines()
-                .map(|line| {
-                    serde_json::from_str::<serde_json::Value>(line).unwrap()["id"]
-                        .as_str()
-                        .unwrap()
-                        .to_owned()
-                })
-                .collect()
-        };
+        let ids = |name: &str| crate::encode::tests::ids(&std::fs::read(dir.path().join(name)).unwrap());
         assert_eq!(ids("a.jsonl"), ["1", "3", "4"]);
         assert_eq!(ids("b.jsonl"), ["2", "5"]);
         assert_eq!(lock(&thread.spare).len(), 3, "the buffers are kept for reuse");
