@@ -105,6 +105,7 @@ impl QueueLog {
         let lock = DirLock::acquire(dir)?;
         checkpoint::remove_stale_temp(dir)?;
         let mut recovered = recovery::recover(dir, outputs, true)?;
+        let remover = SegmentRemover::start(segment::list_spares(dir)?);
         let mut segments = VecDeque::from(recovered.segments);
         let next_seq = recovered.next_seq;
         let (writer, dir_unsynced) = match (recovered.append_to, segments.back()) {
@@ -116,7 +117,7 @@ impl QueueLog {
                 (writer, false)
             }
             _ => {
-                let writer = SegmentWriter::create(dir, next_seq)?;
+                let writer = new_segment(&remover, dir, next_seq)?;
                 segments.push_back(new_segment_info(&writer, next_seq));
                 (writer, true)
             }
@@ -125,7 +126,7 @@ impl QueueLog {
             last.len = writer.len();
         }
         let log = QueueLog {
-            remover: SegmentRemover::start(),
+            remover,
             _lock: lock,
             dir: dir.to_path_buf(),
             options,
@@ -180,7 +181,7 @@ impl QueueLog {
         if full || self.writer.is_spoiled() {
             self.roll()?;
         }
-        let written = self.writer.append(&self.buf);
+        let written = self.writer.append(&mut self.buf);
         if self.buf.capacity() > KEEP_BUFFER_BYTES {
             self.buf = Vec::new();
         }
@@ -208,7 +209,7 @@ impl QueueLog {
             fs::remove_file(path).map_err(QueueLogError::io("remove spoiled empty segment", path))?;
             self.segments.pop_back();
         }
-        let writer = SegmentWriter::create(&self.dir, self.next_seq)?;
+        let writer = new_segment(&self.remover, &self.dir, self.next_seq)?;
         self.segments.push_back(new_segment_info(&writer, self.next_seq));
         let closed = std::mem::replace(&mut self.writer, writer);
         // A spoiled segment's unsynced tail is given up, not fsynced again.
@@ -317,6 +318,18 @@ impl fmt::Debug for QueueLog {
             .field("next_seq", &self.next_seq)
             .finish_non_exhaustive()
     }
+}
+
+/// The segment for records from `base`: made from a spare when one is
+/// ready, else a new file. A spare that cannot be used is let go.
+fn new_segment(remover: &SegmentRemover, dir: &Path, base: u64) -> Result<SegmentWriter, QueueLogError> {
+    if let Some(spare) = remover.take_spare() {
+        match SegmentWriter::recycle(&spare, dir, base) {
+            Ok(writer) => return Ok(writer),
+            Err(_) => remover.remove(spare),
+        }
+    }
+    SegmentWriter::create(dir, base)
 }
 
 fn new_segment_info(writer: &SegmentWriter, base: u64) -> SegmentInfo {

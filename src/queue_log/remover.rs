@@ -8,6 +8,9 @@
 //! after a crash is recovered as finished and deleted again. A deletion that
 //! fails is handed back to the log, which reports it at its next checkpoint
 //! and tries again, as when it deleted segments itself.
+//!
+//! Up to [`MAX_SPARES`] finished segments are kept as spares instead (see
+//! `segment.rs`): the log makes its next segments out of them.
 
 use std::fs;
 use std::io;
@@ -15,6 +18,13 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+
+use super::segment;
+
+/// How many finished segments are kept to be written over. Two cover the
+/// steady state (one segment finishes as the next starts) with one to
+/// spare; more finishing at once (a backlog drained) are deleted.
+pub(super) const MAX_SPARES: usize = 2;
 
 /// A failed deletion: the segment and why.
 pub(super) type Failure = (PathBuf, io::Error);
@@ -26,6 +36,8 @@ pub(super) struct SegmentRemover {
     requests: Option<Sender<Request>>,
     /// Deletions that failed, until the log takes them.
     failed: Arc<Mutex<Vec<Failure>>>,
+    /// Spares ready for the log, oldest first.
+    spares: Arc<Mutex<Vec<PathBuf>>>,
     /// Joined on drop, so that no deletion outlives the log.
     thread: Option<JoinHandle<()>>,
 }
@@ -39,16 +51,23 @@ enum Request {
 }
 
 impl SegmentRemover {
-    pub(super) fn start() -> SegmentRemover {
+    /// Starts the thread, with `spares` left by an earlier run (at most
+    /// [`MAX_SPARES`] are kept; the others are deleted).
+    pub(super) fn start(mut spares: Vec<PathBuf>) -> SegmentRemover {
         let failed = Arc::new(Mutex::new(Vec::new()));
+        for extra in spares.split_off(spares.len().min(MAX_SPARES)) {
+            delete(extra, &failed);
+        }
+        let spares = Arc::new(Mutex::new(spares));
         let (requests, receiver) = channel();
         let thread_failed = failed.clone();
+        let thread_spares = spares.clone();
         let thread = std::thread::Builder::new()
             .name("queue-remover".into())
             .spawn(move || {
                 for request in receiver {
                     match request {
-                        Request::Delete(path) => delete(path, &thread_failed),
+                        Request::Delete(path) => retire(path, &thread_failed, &thread_spares),
                         #[cfg(test)]
                         Request::Flush(done) => {
                             let _ = done.send(());
@@ -60,11 +79,18 @@ impl SegmentRemover {
         SegmentRemover {
             requests: thread.as_ref().map(|_| requests),
             failed,
+            spares,
             thread,
         }
     }
 
-    /// Deletes `path`, soon.
+    /// A spare to make the next segment from, if one is ready.
+    pub(super) fn take_spare(&self) -> Option<PathBuf> {
+        let mut spares = self.spares.lock().unwrap_or_else(PoisonError::into_inner);
+        (!spares.is_empty()).then(|| spares.remove(0))
+    }
+
+    /// Keeps `path` as a spare or deletes it, soon.
     pub(super) fn remove(&self, path: PathBuf) {
         let path = match &self.requests {
             Some(requests) => match requests.send(Request::Delete(path)) {
@@ -106,6 +132,20 @@ impl Drop for SegmentRemover {
             let _ = thread.join();
         }
     }
+}
+
+/// Keeps a finished segment as a spare while there are fewer than
+/// [`MAX_SPARES`], or deletes it. A segment that cannot be made a spare is
+/// deleted.
+fn retire(path: PathBuf, failed: &Mutex<Vec<Failure>>, spares: &Mutex<Vec<PathBuf>>) {
+    // A spare that could not be used comes back here, to be deleted.
+    let is_segment = path.extension().is_some_and(|e| e == segment::EXTENSION);
+    let wanted = is_segment && spares.lock().unwrap_or_else(PoisonError::into_inner).len() < MAX_SPARES;
+    if wanted && let Ok(spare) = segment::make_spare(&path) {
+        spares.lock().unwrap_or_else(PoisonError::into_inner).push(spare);
+        return;
+    }
+    delete(path, failed);
 }
 
 fn delete(path: PathBuf, failed: &Mutex<Vec<Failure>>) {

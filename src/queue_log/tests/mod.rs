@@ -3,6 +3,7 @@
 //! files and failed writes (`damage.rs`). Shared helpers live here.
 
 mod damage;
+mod recycle;
 mod replay;
 
 use std::fs;
@@ -129,10 +130,23 @@ pub(crate) fn append_synced(log: &mut QueueLog, batches: u64, events_each: usize
 
 /// The segment files of `dir`, oldest first.
 pub(crate) fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    files_named(dir, "seg")
+}
+
+/// The names of the segment files of `dir`, oldest first.
+pub(crate) fn segment_names(dir: &Path) -> Vec<String> {
+    segment_files(dir)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The files of `dir` with `extension`, sorted.
+pub(crate) fn files_named(dir: &Path, extension: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
         .collect();
     files.sort();
     files

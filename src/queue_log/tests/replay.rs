@@ -115,12 +115,8 @@ fn segments_roll_over_at_segment_bytes() {
     append_synced(&mut log, 7, 10);
     assert_eq!(segment_files(dir.path()).len(), 3);
     assert_eq!(log.stats().segments, 3);
-    let names: Vec<String> = segment_files(dir.path())
-        .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
     assert_eq!(
-        names,
+        segment_names(dir.path()),
         [
             "00000000000000000001.seg",
             "00000000000000000004.seg",
