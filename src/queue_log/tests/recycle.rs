@@ -206,3 +206,30 @@ fn spares_left_by_an_earlier_run_are_used_and_those_beyond_two_deleted() {
     assert!(log.writer_mut().is_recycled());
     assert_eq!(spare_files(dir.path()).len(), 1);
 }
+
+#[test]
+fn a_segment_made_from_a_spare_with_no_record_yet_is_reopened_empty_and_written_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = log_with_two_spares(dir.path());
+    // Stopped right after the spare was renamed: the new segment holds the
+    // old life's records behind its end mark, and nothing of its own.
+    log.roll().unwrap();
+    assert!(log.writer_mut().is_recycled());
+    log.sync().unwrap();
+    drop(log);
+
+    let (mut log, recovery) = open(dir.path(), &["out"]);
+    assert!(recovery.skipped.is_empty(), "{:?}", recovery.skipped);
+    let seqs: Vec<u64> = recovery.replay.iter().map(|b| b.seq).collect();
+    assert_eq!(seqs, [7], "no old record of the spare comes back");
+    assert!(log.writer_mut().is_recycled(), "appends go on in the recycled segment");
+    let more = batch(8, 4);
+    assert_eq!(log.append(&more).unwrap(), 8);
+    log.sync().unwrap();
+    drop(log);
+
+    let (_, recovery) = open(dir.path(), &["out"]);
+    assert!(recovery.skipped.is_empty(), "{:?}", recovery.skipped);
+    assert_eq!(recovery.replay.iter().map(|b| b.seq).collect::<Vec<_>>(), [7, 8]);
+    assert_same_events(&recovery.replay[1].events, &more);
+}
