@@ -40,6 +40,18 @@ const END_MARK: [u8; FRAME_HEADER] = [0; FRAME_HEADER];
 /// The header's length, where the first record starts.
 pub(super) const HEADER_LEN: u64 = MAGIC.len() as u64;
 
+/// The start of a recycled segment without records: its header and an end
+/// mark.
+const EMPTY_RECYCLED: [u8; MAGIC.len() + END_MARK.len()] = {
+    let mut bytes = [0; MAGIC.len() + END_MARK.len()];
+    let mut i = 0;
+    while i < RECYCLED_MAGIC.len() {
+        bytes[i] = RECYCLED_MAGIC[i];
+        i += 1;
+    }
+    bytes
+};
+
 pub(super) const EXTENSION: &str = "seg";
 const SPARE_EXTENSION: &str = "spare";
 
@@ -94,9 +106,7 @@ pub(super) fn list_spares(dir: &Path) -> Result<Vec<PathBuf>, QueueLogError> {
 /// the spare's name is durable before a segment is made from it.
 pub(super) fn make_spare(path: &Path) -> std::io::Result<PathBuf> {
     let file = OpenOptions::new().write(true).open(path)?;
-    let mut empty = [0; MAGIC.len() + END_MARK.len()];
-    empty[..MAGIC.len()].copy_from_slice(RECYCLED_MAGIC);
-    file.write_all_at(&empty, 0)?;
+    file.write_all_at(&EMPTY_RECYCLED, 0)?;
     file.sync_data()?;
     let spare = path.with_extension(SPARE_EXTENSION);
     fs::rename(path, &spare)?;
@@ -318,23 +328,32 @@ impl SegmentWriter {
 
     /// Creates the segment for records from `base` out of a spare (see
     /// [`make_spare`]): renamed, not copied, and written over from its
-    /// first record on. Its empty header is already on disk; the caller
-    /// syncs the directory for the new name.
+    /// header on. The header is written again, so that a spare damaged
+    /// since it was made still starts an empty segment; the first sync
+    /// covers it, and the caller syncs the directory for the new name. On
+    /// failure the renamed file is removed, so that a new segment can take
+    /// the name.
     pub(super) fn recycle(spare: &Path, dir: &Path, base: u64) -> Result<SegmentWriter, QueueLogError> {
         let path = segment_path(dir, base);
         fs::rename(spare, &path).map_err(QueueLogError::io("rename spare segment", spare))?;
-        let file = OpenOptions::new()
+        let opened = OpenOptions::new()
             .write(true)
             .open(&path)
-            .map_err(QueueLogError::io("open", &path))?;
-        Ok(SegmentWriter {
-            file,
-            path,
-            len: HEADER_LEN,
-            dirty: false,
-            spoiled: false,
-            recycled: true,
-        })
+            .and_then(|file| file.write_all_at(&EMPTY_RECYCLED, 0).map(|()| file));
+        match opened {
+            Ok(file) => Ok(SegmentWriter {
+                file,
+                path,
+                len: HEADER_LEN,
+                dirty: true,
+                spoiled: false,
+                recycled: true,
+            }),
+            Err(error) => {
+                let _ = fs::remove_file(&path);
+                Err(QueueLogError::io("write", &path)(error))
+            }
+        }
     }
 
     /// Opens an existing segment to append after its first `valid_len`

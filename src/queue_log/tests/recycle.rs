@@ -233,3 +233,26 @@ fn a_segment_made_from_a_spare_with_no_record_yet_is_reopened_empty_and_written_
     assert_eq!(recovery.replay.iter().map(|b| b.seq).collect::<Vec<_>>(), [7, 8]);
     assert_same_events(&recovery.replay[1].events, &more);
 }
+
+#[test]
+fn a_spare_damaged_since_it_was_made_still_starts_an_empty_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = log_with_two_spares(dir.path());
+    drop(log);
+    for spare in spare_files(dir.path()) {
+        fs::write(&spare, b"not a segment at all").unwrap();
+    }
+
+    let (mut log, _) = open(dir.path(), &["out"]);
+    log.roll().unwrap();
+    assert!(log.writer_mut().is_recycled());
+    let more = batch(8, 4);
+    assert_eq!(log.append(&more).unwrap(), 8);
+    log.sync().unwrap();
+    drop(log);
+
+    let (_, recovery) = open(dir.path(), &["out"]);
+    assert!(recovery.skipped.is_empty(), "{:?}", recovery.skipped);
+    assert_eq!(recovery.replay.iter().map(|b| b.seq).collect::<Vec<_>>(), [7, 8]);
+    assert_same_events(&recovery.replay[1].events, &more);
+}
