@@ -223,15 +223,7 @@ fn a_segment_made_from_a_spare_with_no_record_yet_is_reopened_empty_and_written_
     let seqs: Vec<u64> = recovery.replay.iter().map(|b| b.seq).collect();
     assert_eq!(seqs, [7], "no old record of the spare comes back");
     assert!(log.writer_mut().is_recycled(), "appends go on in the recycled segment");
-    let more = batch(8, 4);
-    assert_eq!(log.append(&more).unwrap(), 8);
-    log.sync().unwrap();
-    drop(log);
-
-    let (_, recovery) = open(dir.path(), &["out"]);
-    assert!(recovery.skipped.is_empty(), "{:?}", recovery.skipped);
-    assert_eq!(recovery.replay.iter().map(|b| b.seq).collect::<Vec<_>>(), [7, 8]);
-    assert_same_events(&recovery.replay[1].events, &more);
+    append_8_and_reopen(log, dir.path());
 }
 
 #[test]
@@ -246,12 +238,18 @@ fn a_spare_damaged_since_it_was_made_still_starts_an_empty_segment() {
     let (mut log, _) = open(dir.path(), &["out"]);
     log.roll().unwrap();
     assert!(log.writer_mut().is_recycled());
+    append_8_and_reopen(log, dir.path());
+}
+
+/// Appends record 8 to `log` (whose records 1 to 6 are finished), then
+/// checks that a reopen replays 7 and 8, and nothing else.
+fn append_8_and_reopen(mut log: QueueLog, dir: &Path) {
     let more = batch(8, 4);
     assert_eq!(log.append(&more).unwrap(), 8);
     log.sync().unwrap();
     drop(log);
 
-    let (_, recovery) = open(dir.path(), &["out"]);
+    let (_, recovery) = open(dir, &["out"]);
     assert!(recovery.skipped.is_empty(), "{:?}", recovery.skipped);
     assert_eq!(recovery.replay.iter().map(|b| b.seq).collect::<Vec<_>>(), [7, 8]);
     assert_same_events(&recovery.replay[1].events, &more);
