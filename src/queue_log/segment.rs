@@ -70,33 +70,31 @@ pub(super) struct SegmentInfo {
 /// The segment files of `dir`, in seq order. Other files are not ours and
 /// are left alone.
 pub(super) fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, QueueLogError> {
-    let entries = fs::read_dir(dir).map_err(QueueLogError::io("list queue directory", dir))?;
-    let mut segments = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(QueueLogError::io("list queue directory", dir))?.path();
-        let base = (path.extension().is_some_and(|e| e == EXTENSION))
-            .then(|| path.file_stem()?.to_str()?.parse::<u64>().ok())
-            .flatten();
-        if let Some(base) = base {
-            segments.push((base, path));
-        }
-    }
+    let mut segments: Vec<(u64, PathBuf)> = files_named(dir, EXTENSION)?
+        .into_iter()
+        .filter_map(|path| Some((path.file_stem()?.to_str()?.parse::<u64>().ok()?, path)))
+        .collect();
     segments.sort_unstable_by_key(|(base, _)| *base);
     Ok(segments)
 }
 
 /// The spares of `dir`, left by an earlier run.
 pub(super) fn list_spares(dir: &Path) -> Result<Vec<PathBuf>, QueueLogError> {
-    let entries = fs::read_dir(dir).map_err(QueueLogError::io("list queue directory", dir))?;
-    let mut spares = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(QueueLogError::io("list queue directory", dir))?.path();
-        if path.extension().is_some_and(|e| e == SPARE_EXTENSION) {
-            spares.push(path);
-        }
-    }
+    let mut spares = files_named(dir, SPARE_EXTENSION)?;
     spares.sort_unstable();
     Ok(spares)
+}
+
+/// The files of `dir` whose names end in `.{extension}`.
+fn files_named(dir: &Path, extension: &str) -> Result<Vec<PathBuf>, QueueLogError> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir).map_err(QueueLogError::io("list queue directory", dir))? {
+        let path = entry.map_err(QueueLogError::io("list queue directory", dir))?.path();
+        if path.extension().is_some_and(|e| e == extension) {
+            files.push(path);
+        }
+    }
+    Ok(files)
 }
 
 /// Turns the finished segment at `path` into a spare and returns the
@@ -104,14 +102,15 @@ pub(super) fn list_spares(dir: &Path) -> Result<Vec<PathBuf>, QueueLogError> {
 /// (and synced) before the rename, so that whatever a crash leaves under
 /// either name holds no record; the directory is synced after it, so that
 /// the spare's name is durable before a segment is made from it.
-pub(super) fn make_spare(path: &Path) -> std::io::Result<PathBuf> {
-    let file = OpenOptions::new().write(true).open(path)?;
-    file.write_all_at(&EMPTY_RECYCLED, 0)?;
-    file.sync_data()?;
+pub(super) fn make_spare(path: &Path) -> Result<PathBuf, QueueLogError> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.write_all_at(&EMPTY_RECYCLED, 0).and_then(|()| file.sync_data()))
+        .map_err(QueueLogError::io("empty finished segment", path))?;
     let spare = path.with_extension(SPARE_EXTENSION);
-    fs::rename(path, &spare)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    if let Err(error) = File::open(dir).and_then(|d| d.sync_all()) {
+    fs::rename(path, &spare).map_err(QueueLogError::io("rename finished segment", path))?;
+    if let Err(error) = super::sync_dir(path.parent().unwrap_or(Path::new("."))) {
         let _ = fs::remove_file(&spare);
         return Err(error);
     }
@@ -178,23 +177,19 @@ pub(super) fn scan(
         return Ok(scan);
     }
     let mut offset = MAGIC.len();
-    let mut last = after;
+    // A recycled segment's records all have seqs from its base on: one
+    // below is out of order, the old life's where a crash cut the new one.
+    let mut last = if recycled {
+        after.max(base.saturating_sub(1))
+    } else {
+        after
+    };
     while offset < bytes.len() {
         let rest = &bytes[offset..];
         if recycled && rest.starts_with(&END_MARK) {
             break;
         }
         match read_record(rest, last, &wants) {
-            // A recycled segment's records all have seqs from its base on;
-            // one below is the old life's, where a crash cut the new one.
-            Ok((record, _)) if recycled && record.meta.seq < base => {
-                let reason = SkipReason::SeqOutOfOrder {
-                    seq: record.meta.seq,
-                    after: last,
-                };
-                scan.damage = Some(damage_at(offset, &bytes, reason, true));
-                break;
-            }
             Ok((record, len)) => {
                 last = record.meta.seq;
                 scan.records.push(record);
@@ -265,7 +260,8 @@ fn is_torn_tail_of_recycled(rest: &[u8], reason: &SkipReason, base: u64, last: u
         .get(claimed_end(rest)..)
         .and_then(|next| record::parse_frame(next).ok())
         .and_then(|(body, _)| record::body_header(body).ok())
-        .is_some_and(|(seq, _)| seq >= base && seq > last);
+        // `last` is at least `base - 1` here (see `scan`).
+        .is_some_and(|(seq, _)| seq > last);
     is_physical(reason) && !follows
 }
 
