@@ -335,15 +335,7 @@ async fn after_a_restart_the_replay_comes_in_order_before_new_events() {
             >= 1100
     });
     let text = std::fs::read_to_string(&path).unwrap();
-    let ids: Vec<String> = text[written_before..]
-        .lines()
-        .map(|line| {
-            serde_json::from_str::<serde_json::Value>(line).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let ids: Vec<String> = complete_line_ids(&text[written_before..]).collect();
     let mut expected: Vec<String> = (0..4)
         .flat_map(|stream| (0..250).map(move |n| format!("old-{stream}-{n}")))
         .collect();

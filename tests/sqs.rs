@@ -386,16 +386,7 @@ for first in range(0, 300, 10):
     // on the full pipe, so the text can end in part of a line: that event
     // was not stored (its message must come back), and only complete lines
     // count. Every complete line must parse.
-    let stored: HashSet<String> = written
-        .split_inclusive('\n')
-        .filter(|line| line.ends_with('\n'))
-        .map(|line| {
-            serde_json::from_str::<serde_json::Value>(line).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let stored: HashSet<String> = complete_line_ids(&written).collect();
 
     // What was not deleted comes back within the visibility timeout.
     let left = r#"

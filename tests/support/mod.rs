@@ -462,6 +462,22 @@ pub fn read_documents(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The `id` of every complete line of JSON-lines text, in order; a last
+/// line without its newline (a write still under way) is not counted.
+/// Every complete line must be a document with a string `id`.
+pub fn complete_line_ids(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split_inclusive('\n')
+        .filter(|line| line.ends_with('\n'))
+        .map(|line| {
+            let document: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"));
+            document["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("line without a string id: {line:?}"))
+                .to_owned()
+        })
+}
+
 /// The Python interpreter with grpcio, set up by `tests/run`.
 pub fn python() -> String {
     std::env::var("EVENTSTASH_PYTHON").unwrap_or_else(|_| {
