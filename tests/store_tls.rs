@@ -1,16 +1,15 @@
 //! End to end: the outputs reach their stores over HTTPS with a private CA
 //! and credentials. Elasticsearch is osmem-server (started by tests/run,
 //! EVENTSTASH_TEST_ELASTICSEARCH_URL) behind a TLS-terminating proxy that
-//! checks the `authorization` header; DynamoDB is a moto_server of the
-//! test's own, serving TLS (`--ssl-cert/--ssl-key`, from the virtualenv of
-//! tests/run). Certificates are made by the test with rcgen. These tests
+//! checks the `authorization` header; DynamoDB and SQS are a moto_server of
+//! the test's own (tests/run's tests/python/moto_server.py, in its
+//! virtualenv) serving TLS (`--ssl-cert/--ssl-key`). Certificates are made by the test with rcgen. These tests
 //! fail, not skip, without the servers.
 
 mod support;
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, ToSocketAddrs as _};
-use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -139,7 +138,9 @@ async fn elasticsearch_with_the_wrong_ca_says_so_and_keeps_the_events_unacknowle
     assert_ne!(status, 200, "nothing reached the index");
 }
 
-/// A moto_server serving HTTPS with `pem`'s certificate; killed when dropped.
+/// tests/run's moto_server (tests/python/moto_server.py: moto with its SQS
+/// receive made whole) serving HTTPS with `pem`'s certificate; killed when
+/// dropped.
 struct TlsMoto {
     child: Child,
     port: u16,
@@ -151,10 +152,11 @@ impl TlsMoto {
         let dir = tempfile::tempdir().unwrap();
         write_file(&dir.path().join("server.crt"), &pem.cert);
         write_file(&dir.path().join("server.key"), &pem.key);
-        let moto = PathBuf::from(python()).with_file_name("moto_server");
+        let moto = repo_root().join("tests/python/moto_server.py");
         // Port 0: the server picks one and names it in its "Running on" line.
         let log = std::fs::File::create(dir.path().join("moto.log")).unwrap();
-        let child = Command::new(&moto)
+        let child = Command::new(python())
+            .arg(&moto)
             .args(["-H", "127.0.0.1", "-p", "0"])
             .arg("--ssl-cert")
             .arg(dir.path().join("server.crt"))
@@ -275,11 +277,9 @@ sqs = boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1", ver
     let mut options = AgentOptions::new(&config);
     options.files = vec![("tls/ca.crt".to_owned(), ca.pem())];
     let store = Agent::start(options);
-    // Every event arrives, and nothing else. A standard queue hands a
-    // message out at least once, and moto's ReceiveMessage can give one
-    // message to two of the agent's concurrent pollers (it checks and marks
-    // a message's visibility without a lock); the file output appends what
-    // it is given, so a second delivery is a second line with the same id.
+    // Every event arrives once, and nothing else. (A standard queue hands a
+    // message out at least once; the moto here hands it out once unless its
+    // visibility timeout ends, as real SQS almost always does.)
     let sent: BTreeSet<String> = (0..20).map(|n| format!("sqs-{n}")).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     let stored = store.path("events/tls-queue.jsonl");
@@ -288,6 +288,7 @@ sqs = boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1", ver
         let ids: BTreeSet<String> = complete_line_ids(&text).collect();
         assert!(ids.is_subset(&sent), "events never sent were stored: {ids:?}");
         if ids == sent {
+            assert_eq!(complete_line_ids(&text).count(), 20, "an event stored twice: {text}");
             break;
         }
         assert!(
