@@ -1,6 +1,8 @@
-"""moto_server, with two costs that grow with the data made proportional to
-the request instead: TransactWriteItems' rollback backup, and the search
-for the message an SQS receipt handle deletes.
+"""moto_server, with three costs that grow with the data made proportional
+to the request instead (TransactWriteItems' rollback backup, a table
+Query's search for its partition, the search for the message an SQS
+receipt handle deletes) and one race closed (two SQS receives taking one
+message).
 
 moto (5.x) deep-copies every table a TransactWriteItems touches before it
 runs the transaction, so that it can put the tables back if a condition
@@ -18,6 +20,13 @@ the walk stops at the message that had the handle (usually near the front,
 since the oldest messages are handled first) and removes it in place; the
 outcome is the same.
 
+moto's DynamoDB Query on a table (not an index) sorts every item of the
+table and then keeps those with the asked hash key: an event store's
+change sets table has thousands of items, and reads of one aggregate took
+most of the server's time in the event store's concurrency test. Here such
+a query gets its own partition's items, sorted the same way; the results
+are the same.
+
 moto's SQS receive checks that a message is visible and then marks it
 received, with no lock between the two, and the server answers each request
 on a thread of its own: two concurrent receives (an agent's pollers) now and
@@ -28,6 +37,7 @@ each receive's pass over the queue whole; a long poll waits outside it.
 """
 
 import copy
+import inspect
 import sys
 import threading
 import time
@@ -105,6 +115,38 @@ def _transact_write_items(self, transact_items):
 
 models.copy = _CopyModule()
 models.DynamoDBBackend.transact_write_items = _transact_write_items
+
+_original_query = Table.query
+_query_signature = inspect.signature(_original_query)
+_original_all_items = Table.all_items
+
+
+def _query(self, *args, **kwargs):
+    arguments = _query_signature.bind(self, *args, **kwargs).arguments
+    if arguments.get("index_name") is None and arguments.get("hash_key") is not None:
+        _current.query_hash_key = arguments["hash_key"]
+    try:
+        return _original_query(self, *args, **kwargs)
+    finally:
+        _current.query_hash_key = None
+
+
+def _all_items(self):
+    """Every item, or while a table query runs only its hash key's (which
+    is all that query keeps of them), in moto's order."""
+    hash_key = getattr(_current, "query_hash_key", None)
+    if hash_key is None:
+        return _original_all_items(self)
+    # `get`: `items` is a defaultdict, and a lookup must not add a partition.
+    partition = self.items.get(hash_key)
+    if partition is None:
+        return []
+    items = list(partition.values()) if self.range_key_attr else [partition]
+    return sorted(items, key=lambda x: (x.hash_key, x.range_key) if x.range_key else x.hash_key)
+
+
+Table.query = _query
+Table.all_items = _all_items
 
 
 def _delete_message(self, receipt_handle):
