@@ -44,11 +44,10 @@ pub(super) const HEADER_LEN: u64 = MAGIC.len() as u64;
 /// mark.
 const EMPTY_RECYCLED: [u8; MAGIC.len() + END_MARK.len()] = {
     let mut bytes = [0; MAGIC.len() + END_MARK.len()];
-    let mut i = 0;
-    while i < RECYCLED_MAGIC.len() {
-        bytes[i] = RECYCLED_MAGIC[i];
-        i += 1;
-    }
+    bytes
+        .split_at_mut(RECYCLED_MAGIC.len())
+        .0
+        .copy_from_slice(RECYCLED_MAGIC);
     bytes
 };
 

@@ -152,6 +152,33 @@ pub(crate) fn files_named(dir: &Path, extension: &str) -> Vec<PathBuf> {
     files
 }
 
+/// Flips the bits of one byte of the file at `path`.
+pub(crate) fn flip_byte(path: &Path, offset: u64) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[offset as usize] ^= 0x5a;
+    fs::write(path, bytes).unwrap();
+}
+
+/// Appends `events` to `log` (an `["out"]` log; they must get `seq`),
+/// syncs and closes it, then checks that the next open is clean and
+/// replays `expected`, `events` last.
+pub(crate) fn append_and_reopen_clean(
+    mut log: QueueLog,
+    dir: &Path,
+    events: &[Event],
+    seq: u64,
+    expected: &[(u64, Vec<usize>)],
+) {
+    assert_eq!(log.append(events).unwrap(), seq);
+    log.sync().unwrap();
+    drop(log);
+
+    let (_, recovery) = open(dir, &["out"]);
+    assert!(recovery.skipped.is_empty(), "{:?}", recovery.skipped);
+    assert_eq!(replayed(&recovery), expected);
+    assert_same_events(&recovery.replay.last().unwrap().events, events);
+}
+
 /// (seq, pending outputs) of each replayed batch.
 pub(crate) fn replayed(recovery: &Recovery) -> Vec<(u64, Vec<usize>)> {
     recovery.replay.iter().map(|b| (b.seq, b.pending.clone())).collect()

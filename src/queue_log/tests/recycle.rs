@@ -110,12 +110,10 @@ fn recycled_with_three_records(dir: &Path) -> (PathBuf, Vec<u64>) {
 fn a_torn_last_record_in_a_recycled_segment_is_cut_by_an_end_mark_and_appending_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let (segment, starts) = recycled_with_three_records(dir.path());
-    let mut bytes = fs::read(&segment).unwrap();
-    bytes[starts[2] as usize + 20] ^= 0x5a;
-    fs::write(&segment, &bytes).unwrap();
-    let file_len = bytes.len() as u64;
+    flip_byte(&segment, starts[2] + 20);
+    let file_len = fs::metadata(&segment).unwrap().len();
 
-    let (mut log, recovery) = open(dir.path(), &["out"]);
+    let (log, recovery) = open(dir.path(), &["out"]);
     assert_eq!(
         recovery.skipped,
         [SkippedBytes {
@@ -132,25 +130,17 @@ fn a_torn_last_record_in_a_recycled_segment_is_cut_by_an_end_mark_and_appending_
         file_len,
         "cut by a mark, not by truncation"
     );
-    let again = batch(13, 2);
     // Not 12: the checkpoint had seen seq 12, and a seq is never given twice.
-    assert_eq!(log.append(&again).unwrap(), 13);
-    log.sync().unwrap();
-    drop(log);
-
-    let (_, recovery) = open(dir.path(), &["out"]);
-    assert!(recovery.skipped.is_empty(), "{:?}", recovery.skipped);
-    assert_eq!(replayed(&recovery), [(10, vec![0]), (11, vec![0]), (13, vec![0])]);
-    assert_same_events(&recovery.replay[2].events, &again);
+    let expected = [(10, vec![0]), (11, vec![0]), (13, vec![0])];
+    append_and_reopen_clean(log, dir.path(), &batch(13, 2), 13, &expected);
 }
 
 #[test]
 fn damage_with_records_after_it_in_a_recycled_segment_is_kept_and_appends_go_to_a_new_segment() {
     let dir = tempfile::tempdir().unwrap();
     let (segment, starts) = recycled_with_three_records(dir.path());
-    let mut bytes = fs::read(&segment).unwrap();
-    bytes[starts[1] as usize + 20] ^= 0x5a;
-    fs::write(&segment, &bytes).unwrap();
+    flip_byte(&segment, starts[1] + 20);
+    let bytes = fs::read(&segment).unwrap();
 
     let (mut log, recovery) = open(dir.path(), &["out"]);
     assert_eq!(recovery.skipped.len(), 1);
@@ -223,7 +213,7 @@ fn a_segment_made_from_a_spare_with_no_record_yet_is_reopened_empty_and_written_
     let seqs: Vec<u64> = recovery.replay.iter().map(|b| b.seq).collect();
     assert_eq!(seqs, [7], "no old record of the spare comes back");
     assert!(log.writer_mut().is_recycled(), "appends go on in the recycled segment");
-    append_8_and_reopen(log, dir.path());
+    append_and_reopen_clean(log, dir.path(), &batch(8, 4), 8, &[(7, vec![0]), (8, vec![0])]);
 }
 
 #[test]
@@ -238,19 +228,5 @@ fn a_spare_damaged_since_it_was_made_still_starts_an_empty_segment() {
     let (mut log, _) = open(dir.path(), &["out"]);
     log.roll().unwrap();
     assert!(log.writer_mut().is_recycled());
-    append_8_and_reopen(log, dir.path());
-}
-
-/// Appends record 8 to `log` (whose records 1 to 6 are finished), then
-/// checks that a reopen replays 7 and 8, and nothing else.
-fn append_8_and_reopen(mut log: QueueLog, dir: &Path) {
-    let more = batch(8, 4);
-    assert_eq!(log.append(&more).unwrap(), 8);
-    log.sync().unwrap();
-    drop(log);
-
-    let (_, recovery) = open(dir, &["out"]);
-    assert!(recovery.skipped.is_empty(), "{:?}", recovery.skipped);
-    assert_eq!(recovery.replay.iter().map(|b| b.seq).collect::<Vec<_>>(), [7, 8]);
-    assert_same_events(&recovery.replay[1].events, &more);
+    append_and_reopen_clean(log, dir.path(), &batch(8, 4), 8, &[(7, vec![0]), (8, vec![0])]);
 }
